@@ -184,7 +184,7 @@ def read_meta(path: str) -> Dict[str, Any]:
 
 def load_artifact(path: str, verify_checksum: bool = True) -> Artifact:
     """Load and validate an artifact (version, checksums, tensor names/shapes/dtypes). No pickle, no torch."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     path = os.path.abspath(path)
@@ -200,7 +200,7 @@ def load_artifact(path: str, verify_checksum: bool = True) -> Artifact:
         raise ArtifactError(f"'{wpath}' is corrupt: sha256 does not match {META_FILE}")
     try:
         tensors = load_file(wpath)
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"'{wpath}' cannot be read as safetensors: {e}") from None
     expected = meta["tensors"]
     missing = sorted(set(expected) - set(tensors))
