@@ -164,9 +164,13 @@ class FeatureExtractor(nn.Module):
         # keys of the network's cut-off part (classifier, later stages) are allowed and ignored
         ctor, _ = _tv_constructor(self.name)
         full_keys = set(ctor(weights=None).state_dict()) if set(sd) - set(own) else set(own)
-        missing = sorted(set(own) - set(sd))
+        # BatchNorm's num_batches_tracked counter is irrelevant to a frozen network: optional
+        missing = sorted(k for k in set(own) - set(sd) if not k.endswith("num_batches_tracked"))
         unexpected = sorted(set(sd) - full_keys)
-        bad_shape = sorted(k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape))
+        bad_shape = sorted(
+            k for k in own
+            if k in sd and tuple(sd[k].shape) != tuple(own[k].shape) and not k.endswith("num_batches_tracked")
+        )
         if missing or unexpected or bad_shape:
             parts = []
             if missing:
@@ -185,7 +189,8 @@ class FeatureExtractor(nn.Module):
             )
         with torch.no_grad():
             for k, t in own.items():
-                t.copy_(sd[k].to(dtype=t.dtype))
+                if k in sd:
+                    t.copy_(sd[k].to(dtype=t.dtype).reshape(t.shape))
         return self
 
 
