@@ -50,9 +50,77 @@ def _prepare(op: str, **arrays: Any):
 # knn: nearest memory-bank row per query (csrc/knn)
 # ----------------------------------------------------------------------------------------------
 
+
+def _int_arg(op: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: argument '{name}' expected an int, got {type(value).__name__}")
+    return int(value)
+
+
+def knn_bank_sq_norms(bank: Any):
+    """||b||^2 of every bank row: float32 (M,) on the bank's device; pass it to knn(bank_sq_norms=...)
+    when the same bank serves many calls (PatchCore inference). bank: (M, D) float32/float16."""
+    arrs, _, stream = _prepare("knn", bank=bank)
+    bank = arrs["bank"]
+    out = _arrays.empty_like_device(bank, (int(bank.shape[0]) if getattr(bank, "ndim", 0) >= 1 else 0,), "float32")
+    _C().knn_sq_norms(bank, out, stream)
+    return out
+
+
+def knn(queries: Any, bank: Any, k: int = 1, bank_sq_norms: Any = None):
+    """k nearest memory-bank rows of every query, by Euclidean (L2) distance.
+
+    queries (Q, D) and bank (M, D): both float32 or both float16 (accumulation in float32), C-contiguous,
+    finite, same device (NumPy / torch CPU / torch CUDA / CuPy). 1 <= k <= M, else ValueError naming
+    'k' (a bank smaller than k is an error, not a silent truncation); on CUDA k <= 64.
+    bank_sq_norms: optional float32 (M,) = knn_bank_sq_norms(bank), precomputed once for a fixed bank
+    (not verified: wrong norms give wrong neighbours).
+
+    Returns (distances float32 (Q, k), indices int64 (Q, k)) on the input's device, sorted ascending by
+    (distance, index). Distances are L2, not squared. Neighbours are selected with the tiled form
+    max(|q|^2 - 2 q.b + |b|^2, 0) (ties -> lowest bank index; the Q x M matrix is never formed); the
+    reported distances of the k winners are then recomputed directly as sqrt(sum((q - b)^2)).
+    """
+    op = "knn"
+    k = _int_arg(op, "k", k)
+    arrs, on_cuda, stream = _prepare(op, queries=queries, bank=bank, bank_sq_norms=bank_sq_norms)
+    q = arrs["queries"]
+    nq = int(q.shape[0]) if getattr(q, "ndim", 0) == 2 else 0
+    dist = _arrays.empty_like_device(q, (nq, max(k, 0)), "float32")
+    idx = _arrays.empty_like_device(q, (nq, max(k, 0)), "int64")
+    _C().knn(q, arrs["bank"], arrs["bank_sq_norms"], k, dist, idx, stream)
+    return dist, idx
+
+
 # ----------------------------------------------------------------------------------------------
 # coreset: greedy k-center selection (csrc/coreset)
 # ----------------------------------------------------------------------------------------------
+
+
+def coreset(features: Any, n: int, start: int = 0, return_distances: bool = False):
+    """Greedy k-center (farthest point) coreset selection, as in PatchCore.
+
+    features: (N, D) float32/float16, C-contiguous, finite (NumPy / torch CPU / CUDA / CuPy); already
+    randomly projected by the caller if wanted. 1 <= n <= N (ValueError naming 'n'); 0 <= start < N.
+    idx[0] = start; step s picks the point farthest (L2) from the s points already chosen, ties ->
+    lowest index. If the data has fewer than n distinct points the remaining picks repeat (lowest
+    index at distance 0), exactly like the reference and anomalib.
+
+    Returns idx int64 (n,) in selection order on the input's device; with return_distances=True,
+    (idx, dist float32 (n,)) where dist[s] is the L2 distance of idx[s] to the previously selected set
+    at the time it was picked (non-increasing for s >= 1) and dist[0] = +inf.
+    """
+    op = "coreset"
+    n = _int_arg(op, "n", n)
+    start = _int_arg(op, "start", start)
+    arrs, on_cuda, stream = _prepare(op, features=features)
+    x = arrs["features"]
+    size = max(n, 0)
+    idx = _arrays.empty_like_device(x, (size,), "int64")
+    dist = _arrays.empty_like_device(x, (size,), "float32") if return_distances else None
+    _C().coreset(x, n, start, idx, dist, stream)
+    return (idx, dist) if return_distances else idx
+
 
 # ----------------------------------------------------------------------------------------------
 # msgms: multi-scale gradient magnitude similarity anomaly map (csrc/msgms)

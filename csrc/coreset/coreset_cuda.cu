@@ -1,0 +1,201 @@
+// Greedy k-center on CUDA: one kernel launch per selection step, no host round trip between steps.
+// Step s: every warp takes points in a grid-stride loop, computes |x_i - x_c|^2 with c = idx[s-1] read
+// from device memory (direct difference form, fp32 accumulation, half2 loads for fp16 with even D),
+// updates min_d2[i] and keeps its (max, lowest index); a block reduction writes one partial per block;
+// the last block to finish (atomic ticket) reduces the partials and writes idx[s] (and dist[s]).
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common/cuda_check.cuh"
+#include "coreset/coreset.h"
+
+namespace edgead {
+namespace {
+
+constexpr int THREADS = 256, WARPS = THREADS / 32;
+
+__device__ __forceinline__ bool better(float va, long long ia, float vb, long long ib) {
+  if (ia < 0) return false;
+  if (ib < 0) return true;
+  return va > vb || (va == vb && ia < ib);
+}
+
+template <class T>
+__global__ void nonfinite_kernel(const T* __restrict__ x, long long total, int* __restrict__ count) {
+  int bad = 0;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+    float v;
+    if constexpr (sizeof(T) == 2)
+      v = __half2float(x[i]);
+    else
+      v = x[i];
+    bad |= !isfinite(v);
+  }
+  if (__syncthreads_or(bad) && threadIdx.x == 0) atomicAdd(count, 1);
+}
+
+__global__ void init_kernel(float* __restrict__ mind, long long N, long long* __restrict__ idx, long long start,
+                            float* __restrict__ dist) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < N; i += (long long)gridDim.x * blockDim.x)
+    mind[i] = __int_as_float(0x7f800000);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    idx[0] = start;
+    if (dist) dist[0] = __int_as_float(0x7f800000);
+  }
+}
+
+template <class T>
+__device__ __forceinline__ float row_dist2(const T* __restrict__ xi, const T* __restrict__ xc, long long D, int lane) {
+  float s = 0.f;
+  if constexpr (sizeof(T) == 2) {
+    if ((D & 1) == 0) {
+      const __half2* a = reinterpret_cast<const __half2*>(xi);
+      const __half2* c = reinterpret_cast<const __half2*>(xc);
+      for (long long j = lane; j < D / 2; j += 32) {
+        const float2 fa = __half22float2(a[j]), fc = __half22float2(c[j]);
+        const float t0 = fa.x - fc.x, t1 = fa.y - fc.y;
+        s = fmaf(t0, t0, s);
+        s = fmaf(t1, t1, s);
+      }
+    } else {
+      for (long long j = lane; j < D; j += 32) {
+        const float t = __half2float(xi[j]) - __half2float(xc[j]);
+        s = fmaf(t, t, s);
+      }
+    }
+  } else {
+    for (long long j = lane; j < D; j += 32) {
+      const float t = xi[j] - xc[j];
+      s = fmaf(t, t, s);
+    }
+  }
+  for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+  return s;
+}
+
+template <class T>
+__global__ void __launch_bounds__(THREADS) step_kernel(const T* __restrict__ x, long long N, long long D,
+                                                       long long* __restrict__ idx, long long s, float* __restrict__ mind,
+                                                       float* __restrict__ part_v, long long* __restrict__ part_i,
+                                                       unsigned* __restrict__ ticket, float* __restrict__ dist) {
+  __shared__ float sv[THREADS];
+  __shared__ long long si[THREADS];
+  __shared__ bool last;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const long long cur = idx[s - 1];
+  const T* xc = x + cur * D;
+  float bv = -1.f;
+  long long bi = -1;
+  const long long total_warps = (long long)gridDim.x * WARPS;
+  for (long long i = (long long)blockIdx.x * WARPS + warp; i < N; i += total_warps) {
+    const float d2 = row_dist2(x + i * D, xc, D, lane);
+    const float m = fminf(mind[i], d2);
+    if (lane == 0) mind[i] = m;
+    if (m > bv) {  // ascending i per warp: '>' keeps the lowest index
+      bv = m;
+      bi = i;
+    }
+  }
+  sv[threadIdx.x] = bv;
+  si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int w = THREADS / 2; w > 0; w /= 2) {
+    if (threadIdx.x < w && better(sv[threadIdx.x + w], si[threadIdx.x + w], sv[threadIdx.x], si[threadIdx.x])) {
+      sv[threadIdx.x] = sv[threadIdx.x + w];
+      si[threadIdx.x] = si[threadIdx.x + w];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    part_v[blockIdx.x] = sv[0];
+    part_i[blockIdx.x] = si[0];
+    __threadfence();
+    last = atomicAdd(ticket, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  bv = -1.f;
+  bi = -1;
+  for (int b = threadIdx.x; b < (int)gridDim.x; b += THREADS) {
+    const float v = __ldcg(part_v + b);
+    const long long i = __ldcg(part_i + b);
+    if (better(v, i, bv, bi)) {
+      bv = v;
+      bi = i;
+    }
+  }
+  sv[threadIdx.x] = bv;
+  si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int w = THREADS / 2; w > 0; w /= 2) {
+    if (threadIdx.x < w && better(sv[threadIdx.x + w], si[threadIdx.x + w], sv[threadIdx.x], si[threadIdx.x])) {
+      sv[threadIdx.x] = sv[threadIdx.x + w];
+      si[threadIdx.x] = si[threadIdx.x + w];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    idx[s] = si[0];
+    if (dist) dist[s] = sqrtf(sv[0]);
+    *ticket = 0u;  // ready for the next step (kernel boundary orders it)
+  }
+}
+
+template <class T>
+int coreset_cuda_impl(const T* x, long long N, long long D, long long n, long long start, long long* idx, float* dist,
+                      cudaStream_t st) {
+  int dev = 0, sms = 1;
+  EDGEAD_CUDA_CHECK(cudaGetDevice(&dev));
+  EDGEAD_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  int* bad = nullptr;
+  EDGEAD_CUDA_CHECK(cudaMallocAsync(&bad, sizeof(int), st));
+  EDGEAD_CUDA_CHECK(cudaMemsetAsync(bad, 0, sizeof(int), st));
+  const long long total = N * D;
+  const unsigned chk_blocks = (unsigned)std::min<long long>((total + THREADS - 1) / THREADS, 8LL * sms);
+  nonfinite_kernel<T><<<chk_blocks, THREADS, 0, st>>>(x, total, bad);
+  EDGEAD_CUDA_CHECK_LAUNCH();
+  int bad_host = 0;
+  EDGEAD_CUDA_CHECK(cudaMemcpyAsync(&bad_host, bad, sizeof(int), cudaMemcpyDeviceToHost, st));
+  EDGEAD_CUDA_CHECK(cudaFreeAsync(bad, st));
+  EDGEAD_CUDA_CHECK(cudaStreamSynchronize(st));
+  if (bad_host) return CORESET_NONFINITE;
+
+  const unsigned blocks = (unsigned)std::max<long long>(1, std::min<long long>((N + WARPS - 1) / WARPS, 8LL * sms));
+  float* mind = nullptr;
+  float* part_v = nullptr;
+  long long* part_i = nullptr;
+  unsigned* ticket = nullptr;
+  EDGEAD_CUDA_CHECK(cudaMallocAsync(&mind, sizeof(float) * N, st));
+  EDGEAD_CUDA_CHECK(cudaMallocAsync(&part_v, sizeof(float) * blocks, st));
+  EDGEAD_CUDA_CHECK(cudaMallocAsync(&part_i, sizeof(long long) * blocks, st));
+  EDGEAD_CUDA_CHECK(cudaMallocAsync(&ticket, sizeof(unsigned), st));
+  EDGEAD_CUDA_CHECK(cudaMemsetAsync(ticket, 0, sizeof(unsigned), st));
+  init_kernel<<<(unsigned)std::min<long long>((N + THREADS - 1) / THREADS, 4LL * sms), THREADS, 0, st>>>(mind, N, idx,
+                                                                                                     start, dist);
+  EDGEAD_CUDA_CHECK_LAUNCH();
+  for (long long s = 1; s < n; ++s) {
+    step_kernel<T><<<blocks, THREADS, 0, st>>>(x, N, D, idx, s, mind, part_v, part_i, ticket, dist);
+    EDGEAD_CUDA_CHECK_LAUNCH();
+  }
+  EDGEAD_CUDA_CHECK(cudaFreeAsync(mind, st));
+  EDGEAD_CUDA_CHECK(cudaFreeAsync(part_v, st));
+  EDGEAD_CUDA_CHECK(cudaFreeAsync(part_i, st));
+  EDGEAD_CUDA_CHECK(cudaFreeAsync(ticket, st));
+  return CORESET_OK;
+}
+
+}  // namespace
+
+int coreset_cuda(const void* features, bool fp16, int64_t N, int64_t D, int64_t n, int64_t start, int64_t* out_idx,
+                 float* out_dist, std::uintptr_t stream) {
+  long long* idx = reinterpret_cast<long long*>(out_idx);
+  if (fp16)
+    return coreset_cuda_impl(static_cast<const __half*>(features), N, D, n, start, idx, out_dist, as_stream(stream));
+  return coreset_cuda_impl(static_cast<const float*>(features), N, D, n, start, idx, out_dist, as_stream(stream));
+}
+
+}  // namespace edgead

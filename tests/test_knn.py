@@ -1,0 +1,220 @@
+"""edgead.ops.knn against the float64 brute-force reference (edgead.ops_reference.knn_reference).
+
+Tolerances: returned distances are recomputed directly for the winners, so they must match the float64
+distance of the returned index to rtol 1e-5 (fp32 and fp16 inputs alike: the reference runs on the
+same values upcast). Neighbours are selected in float32 with the |q|^2 - 2 q.b + |b|^2 form, so where
+the reference has near-ties (relative gap < 1e-5) either index is accepted: we require the distance of
+every returned rank to match the reference's distance at that rank, and exact indices elsewhere.
+"""
+import numpy as np
+import pytest
+
+from edgead import ops
+from edgead.ops_reference import knn_reference
+
+RTOL = 1e-5
+
+
+def _exact(q, b, idx):
+    q64, b64 = q.astype(np.float64), b.astype(np.float64)
+    return np.sqrt(((q64[:, None, :] - b64[idx]) ** 2).sum(-1))
+
+
+def check_knn(q, b, k, dist, idx):
+    dist, idx = np.asarray(dist), np.asarray(idx)
+    Q, M = q.shape[0], b.shape[0]
+    assert dist.shape == (Q, k) and idx.shape == (Q, k)
+    assert dist.dtype == np.float32 and idx.dtype == np.int64
+    assert ((idx >= 0) & (idx < M)).all()
+    for row in idx:
+        assert len(set(row.tolist())) == k, "duplicate neighbour index"
+    exact = _exact(q, b, idx)
+    np.testing.assert_allclose(dist, exact, rtol=RTOL, atol=1e-6)
+    assert (np.diff(dist, axis=1) >= 0).all(), "distances not ascending"
+    dref, iref = knn_reference(q, b, min(k + 1, M))
+    np.testing.assert_allclose(exact, dref[:, :k], rtol=RTOL, atol=1e-6)
+    # Exact indices wherever the reference distance is separated from its neighbours at ranks j-1, j+1.
+    tol = RTOL * np.maximum(dref, 1e-6) + 1e-6
+    sep = np.ones((Q, k), bool)
+    sep[:, 1:] &= (dref[:, 1:k] - dref[:, : k - 1]) > tol[:, 1:k]
+    if dref.shape[1] > k:
+        sep &= (dref[:, 1 : k + 1] - dref[:, :k]) > tol[:, :k]
+    else:
+        sep[:, : k - 1] &= (dref[:, 1:k] - dref[:, : k - 1]) > tol[:, : k - 1]
+    np.testing.assert_array_equal(idx[sep], iref[:, :k][sep])
+
+
+SHAPES = [  # Q, M, D, k
+    (1, 1, 1, 1),
+    (1, 5, 3, 5),
+    (7, 50, 3, 5),
+    (33, 300, 17, 1),
+    (1, 600, 33, 4),  # Q=1: the bank is split across threads and merged
+    (130, 700, 129, 8),
+    (5, 40, 1537, 3),
+    (200, 520, 64, 64),
+]
+
+
+@pytest.mark.parametrize("Q,M,D,k", SHAPES)
+def test_random_fp32(rng, Q, M, D, k):
+    q = rng.standard_normal((Q, D)).astype(np.float32)
+    b = rng.standard_normal((M, D)).astype(np.float32)
+    dist, idx = ops.knn(q, b, k)
+    check_knn(q, b, k, dist, idx)
+
+
+@pytest.mark.parametrize("Q,M,D,k", [(9, 70, 16, 3), (64, 300, 130, 1), (1, 513, 7, 10)])
+def test_random_fp16(rng, Q, M, D, k):
+    q = rng.standard_normal((Q, D)).astype(np.float16)
+    b = rng.standard_normal((M, D)).astype(np.float16)
+    dist, idx = ops.knn(q, b, k)
+    check_knn(q, b, k, dist, idx)  # reference on the fp16 values upcast to float64
+
+
+def test_precomputed_norms_and_torch(rng):
+    torch = pytest.importorskip("torch")
+    q = rng.standard_normal((20, 24)).astype(np.float32)
+    b = rng.standard_normal((90, 24)).astype(np.float32)
+    norms = ops.knn_bank_sq_norms(b)
+    assert norms.dtype == np.float32 and norms.shape == (90,)
+    np.testing.assert_allclose(norms, (b.astype(np.float64) ** 2).sum(1), rtol=1e-6)
+    d1, i1 = ops.knn(q, b, 4)
+    d2, i2 = ops.knn(q, b, 4, bank_sq_norms=norms)
+    d3, i3 = ops.knn(torch.from_numpy(q), torch.from_numpy(b), k=4)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(i1, i3)
+    np.testing.assert_array_equal(d1, d2)
+
+
+def test_exact_match_is_zero(rng):
+    b = rng.standard_normal((100, 31)).astype(np.float32) * 10
+    q = b[[5, 17, 99]].copy()
+    dist, idx = ops.knn(q, b, 1)
+    np.testing.assert_array_equal(idx[:, 0], [5, 17, 99])
+    np.testing.assert_array_equal(dist[:, 0], 0.0)
+
+
+def test_ties_lowest_index():
+    # Query at the origin, bank rows at unit distance: all distances tie exactly.
+    b = np.array([[1, 0], [0, 1], [-1, 0], [0, -1], [1, 0], [2, 0]], np.float32)
+    dist, idx = ops.knn(np.zeros((1, 2), np.float32), b, 5)
+    np.testing.assert_array_equal(idx[0], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(dist[0], 1.0)
+
+
+@pytest.mark.parametrize("Q", [1, 3, 40])
+def test_ties_across_bank_splits(Q):
+    # 1000 identical bank rows: ties everywhere, also across the threads' bank ranges (Q=1 splits).
+    b = np.tile(np.array([[1.0, 2.0, 3.0]], np.float32), (1000, 1))
+    q = np.zeros((Q, 3), np.float32)
+    dist, idx = ops.knn(q, b, 7)
+    np.testing.assert_array_equal(idx, np.tile(np.arange(7), (Q, 1)))
+    np.testing.assert_allclose(dist, np.sqrt(14.0), rtol=1e-6)
+
+
+def test_duplicate_bank_rows(rng):
+    b0 = rng.standard_normal((300, 20)).astype(np.float32)
+    b = np.concatenate([b0, b0])  # row i and row i + 300 are identical
+    q = rng.standard_normal((50, 20)).astype(np.float32)
+    dist, idx = ops.knn(q, b, 2)
+    assert (idx[:, 0] < 300).all()
+    np.testing.assert_array_equal(idx[:, 1], idx[:, 0] + 300)
+    np.testing.assert_array_equal(dist[:, 0], dist[:, 1])
+    _, iref = knn_reference(q, b0, 1)
+    np.testing.assert_array_equal(idx[:, 0], iref[:, 0])
+
+
+def test_k_equals_m(rng):
+    q = rng.standard_normal((4, 5)).astype(np.float32)
+    b = rng.standard_normal((6, 5)).astype(np.float32)
+    dist, idx = ops.knn(q, b, 6)
+    check_knn(q, b, 6, dist, idx)
+    assert sorted(idx[0].tolist()) == list(range(6))
+
+
+def test_bank_smaller_than_k_raises(rng):
+    q = rng.standard_normal((4, 5)).astype(np.float32)
+    b = rng.standard_normal((3, 5)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"'k'.*bank smaller than k.*k = 4"):
+        ops.knn(q, b, 4)
+
+
+@pytest.mark.parametrize("k", [0, -1])
+def test_bad_k(rng, k):
+    q = rng.standard_normal((4, 5)).astype(np.float32)
+    with pytest.raises(ValueError, match="'k'"):
+        ops.knn(q, q, k)
+
+
+def test_bad_inputs(rng):
+    q = rng.standard_normal((4, 5)).astype(np.float32)
+    b = rng.standard_normal((8, 5)).astype(np.float32)
+    with pytest.raises(TypeError, match="'k'"):
+        ops.knn(q, b, 1.5)
+    with pytest.raises(ValueError, match="same feature size D"):
+        ops.knn(q, b[:, :4].copy(), 1)
+    with pytest.raises(TypeError, match="same dtype"):
+        ops.knn(q, b.astype(np.float16), 1)
+    with pytest.raises(TypeError, match="'queries' expected dtype float32 or float16, got float64"):
+        ops.knn(q.astype(np.float64), b, 1)
+    with pytest.raises(TypeError, match="'bank' expected dtype"):
+        ops.knn(q, b.astype(np.int32), 1)
+    with pytest.raises(ValueError, match="'queries' expected 2 dimensions"):
+        ops.knn(q[0], b, 1)
+    with pytest.raises(ValueError, match="'bank' expected a non-empty"):
+        ops.knn(q, b[:0], 1)
+    with pytest.raises(ValueError, match="'bank' expected a C-contiguous"):
+        ops.knn(q, np.asfortranarray(b), 1)
+    with pytest.raises(ValueError, match="'queries' expected a C-contiguous"):
+        ops.knn(rng.standard_normal((5, 4)).astype(np.float32).T, b, 1)
+    with pytest.raises(TypeError, match="'queries'"):
+        ops.knn("abc", b, 1)
+    with pytest.raises(ValueError, match="'bank_sq_norms' expected size 8"):
+        ops.knn(q, b, 1, bank_sq_norms=np.zeros(7, np.float32))
+    with pytest.raises(TypeError, match="'bank_sq_norms' expected dtype float32"):
+        ops.knn(q, b, 1, bank_sq_norms=np.zeros(8, np.float64))
+
+
+def test_nonfinite_raises(rng):
+    q = rng.standard_normal((4, 5)).astype(np.float32)
+    b = rng.standard_normal((300, 5)).astype(np.float32)
+    qn = q.copy()
+    qn[2, 3] = np.nan
+    with pytest.raises(ValueError, match="'queries' expected finite"):
+        ops.knn(qn, b, 1)
+    bn = b.copy()
+    bn[299, 0] = np.inf
+    with pytest.raises(ValueError, match="'bank' expected finite"):
+        ops.knn(q, bn, 1)
+
+
+# ------------------------------------------------------------------------------ CUDA
+@pytest.mark.cuda
+@pytest.mark.parametrize("Q,M,D,k", SHAPES + [(784, 5000, 1536, 1), (3, 2000, 100, 64)])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_matches_cpu(torch_cuda, rng, Q, M, D, k, dtype):
+    torch = torch_cuda
+    q = rng.standard_normal((Q, D)).astype(dtype)
+    b = rng.standard_normal((M, D)).astype(dtype)
+    dist, idx = ops.knn(torch.from_numpy(q).cuda(), torch.from_numpy(b).cuda(), k)
+    assert dist.is_cuda and idx.is_cuda and dist.dtype == torch.float32 and idx.dtype == torch.int64
+    check_knn(q, b, k, dist.cpu().numpy(), idx.cpu().numpy())
+    norms = ops.knn_bank_sq_norms(torch.from_numpy(b).cuda())
+    d2, i2 = ops.knn(torch.from_numpy(q).cuda(), torch.from_numpy(b).cuda(), k, bank_sq_norms=norms)
+    check_knn(q, b, k, d2.cpu().numpy(), i2.cpu().numpy())
+
+
+@pytest.mark.cuda
+def test_cuda_ties_and_errors(torch_cuda):
+    torch = torch_cuda
+    b = torch.ones((3000, 3), device="cuda")
+    q = torch.zeros((2, 3), device="cuda")
+    dist, idx = ops.knn(q, b, 7)
+    assert idx.cpu().tolist() == [list(range(7))] * 2
+    with pytest.raises(ValueError, match="'k' expected k <= 64 on CUDA"):
+        ops.knn(q, b, 65)
+    with pytest.raises(ValueError, match="same device"):
+        ops.knn(q, b.cpu(), 1)
+    with pytest.raises(ValueError, match="'k'"):
+        ops.knn(q, b[:2], 3)
