@@ -101,13 +101,11 @@ def softmask_torch(pred: torch.Tensor, features: torch.Tensor, eps: float = 1e-1
     """features * nearest_resize(1 - minmax(pred)) with plain torch ops (ONNX-exportable).
 
     pred (B,h,w) patch-wise error predictions; features (B,C,Hs,Ws). minmax per image."""
-    b = pred.shape[0]
-    flat = pred.reshape(b, -1)
-    lo = flat.min(dim=1, keepdim=True).values
-    hi = flat.max(dim=1, keepdim=True).values
-    norm = (flat - lo) / torch.clamp(hi - lo, min=eps)
-    soft = (1.0 - norm).reshape(b, 1, pred.shape[-2], pred.shape[-1])
-    soft = F.interpolate(soft, size=(features.shape[-2], features.shape[-1]), mode="nearest")
+    p = pred.unsqueeze(1)
+    lo = torch.amin(p, dim=(2, 3), keepdim=True)
+    hi = torch.amax(p, dim=(2, 3), keepdim=True)
+    soft = 1.0 - (p - lo) / torch.clamp(hi - lo, min=eps)
+    soft = F.interpolate(soft, size=(int(features.shape[-2]), int(features.shape[-1])), mode="nearest")
     return features * soft
 
 

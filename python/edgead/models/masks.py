@@ -49,7 +49,7 @@ def mosaic(x: torch.Tensor, m: int) -> torch.Tensor:
     """Pixelation hint: mean over each m x m cell, replicated over the cell. H, W divisible by m."""
     if m <= 1:
         return x
-    h, w = x.shape[-2:]
+    h, w = int(x.shape[-2]), int(x.shape[-1])
     if h % m or w % m:
         raise ValueError(f"mosaic: image size {h}x{w} is not divisible by the mosaic scale {m}")
     return F.interpolate(F.avg_pool2d(x, m), size=(h, w), mode="nearest")
@@ -91,14 +91,13 @@ def top_ratio_token_mask(score: torch.Tensor, m: int, ratio: float, dilate: int 
                 s = F.max_pool2d(s, (s.shape[-2] // gh, s.shape[-1] // gw))
             else:
                 s = F.interpolate(s, size=(gh, gw), mode="bilinear", align_corners=False)
-    b = s.shape[0]
-    n = s.shape[-2] * s.shape[-1]
-    k = max(1, min(n, int(round(float(ratio) * n))))
     if ratio <= 0:
         return torch.zeros_like(s)
-    flat = s.reshape(b, n)
+    n = int(s.shape[-2]) * int(s.shape[-1])  # static: only the batch is dynamic in export
+    k = max(1, min(n, int(round(float(ratio) * n))))
+    flat = s.flatten(1)
     thr = torch.topk(flat, k, dim=1).values[:, k - 1 : k]  # k-th largest per image
-    tm = (s >= thr.reshape(b, 1, 1, 1)).to(s.dtype)
+    tm = (s >= thr.reshape(-1, 1, 1, 1)).to(s.dtype)
     if dilate > 0:
         tm = F.max_pool2d(tm, 2 * dilate + 1, stride=1, padding=dilate)
     return tm
