@@ -1,0 +1,324 @@
+"""The deployment entry point: ``Detector.load(artifact_dir, backend=...)`` and ``detector(images)``.
+
+Pipeline per call: decode (paths) -> Preprocessing (NumPy/cv2) -> backend network -> post-processing
+(edgead.runtime.postprocess, NumPy / edgead._C) -> anomaly maps resized back to each input image's
+size (cv2, linear) -> masks (map >= pixel threshold) and labels (score >= image threshold).
+
+Torch-free unless backend="torch". The ONNX Runtime backend needs the artifact's ONNX file, written
+by ``edgead export <artifact>`` (edgead.export.export_onnx); the TensorRT backend needs an engine
+(built on the target GPU by ``edgead export <artifact> --format tensorrt``; built on demand here when
+the builder is installed).
+
+Thresholds are data in the artifact's ``thresholds``::
+
+    {"image": float, "pixel": float,
+     "candidates": {"image": {"f1": .., "fpr_0.005": ..}, "pixel": {"f1": .., ...}}}
+
+``threshold=None`` uses ``thresholds["image"]``; a string picks a candidate (``"fpr"`` matches the one
+candidate whose name starts with ``fpr``); a number is used as is. Same for ``pixel_threshold``. When
+no threshold is known, labels / masks are None.
+
+Thread safety: a Detector may be called from several threads at once (pre/post are stateless; the
+backends handle concurrency: see edgead.runtime.backends).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from edgead.artifact import Artifact, ArtifactError, load_artifact
+from edgead.runtime import backends as _backends
+from edgead.runtime.postprocess import postprocess
+
+__all__ = ["Detector", "Result", "BatchResult", "resolve_threshold", "onnx_file", "ExportMissingError"]
+
+STAGES = ("pre", "network", "post")
+
+
+class ExportMissingError(FileNotFoundError):
+    """The artifact lacks the exported file a backend needs."""
+
+
+@dataclass
+class Result:
+    """One image: score, anomaly map at the input image's size, mask and label (None without thresholds)."""
+
+    score: float
+    anomaly_map: np.ndarray
+    mask: Optional[np.ndarray] = None
+    label: Optional[bool] = None
+    path: Optional[str] = None
+
+
+class BatchResult:
+    """Results for a batch. ``scores`` (N,), ``labels`` (N,) bool; ``anomaly_maps`` / ``masks`` are
+    (N,H,W) arrays when every input image has the same size, else lists of (H_i, W_i) arrays.
+    Iterating / indexing gives :class:`Result` objects."""
+
+    def __init__(self, scores, anomaly_maps, masks, labels, paths=None):
+        self.scores = scores
+        self.anomaly_maps = anomaly_maps
+        self.masks = masks
+        self.labels = labels
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def __getitem__(self, i: int) -> Result:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"BatchResult index {i} out of range for {len(self)} results")
+        return Result(
+            score=float(self.scores[i]),
+            anomaly_map=self.anomaly_maps[i],
+            mask=None if self.masks is None else self.masks[i],
+            label=None if self.labels is None else bool(self.labels[i]),
+            path=None if self.paths is None else self.paths[i],
+        )
+
+    def __iter__(self) -> Iterator[Result]:
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"BatchResult(n={len(self)}, scores={np.array2string(self.scores, precision=4, threshold=8)})"
+
+
+def resolve_threshold(thresholds: Dict[str, Any], kind: str, spec: Union[None, str, float]) -> Optional[float]:
+    """The image or pixel threshold (`kind`) from the artifact's thresholds dict and a user spec."""
+    if kind not in ("image", "pixel"):
+        raise ValueError(f"resolve_threshold: kind expected 'image' or 'pixel', got {kind!r}")
+    thresholds = thresholds or {}
+    arg = "threshold" if kind == "image" else "pixel_threshold"
+    if spec is None:
+        v = thresholds.get(kind)
+        return None if v is None else float(v)
+    if isinstance(spec, bool):
+        raise TypeError(f"{arg}: expected a candidate name or a number, got {spec!r}")
+    if isinstance(spec, (int, float, np.floating, np.integer)):
+        v = float(spec)
+        if not np.isfinite(v):
+            raise ValueError(f"{arg}: expected a finite number, got {spec!r}")
+        return v
+    if not isinstance(spec, str):
+        raise TypeError(f"{arg}: expected None, a candidate name or a number, got {type(spec).__name__}")
+    if spec in ("default", kind):
+        if kind not in thresholds:
+            raise ValueError(f"{arg}={spec!r}: the artifact has no default {kind} threshold")
+        return float(thresholds[kind])
+    cands = (thresholds.get("candidates") or {}).get(kind) or {}
+    if spec in cands:
+        return float(cands[spec])
+    matches = [k for k in cands if k.startswith(spec + "_") or k.startswith(spec + "@")]
+    if len(matches) == 1:
+        return float(cands[matches[0]])
+    if len(matches) > 1:
+        raise ValueError(f"{arg}={spec!r} is ambiguous: the artifact has {kind} candidates {sorted(matches)}")
+    raise ValueError(
+        f"{arg}={spec!r}: the artifact has no {kind} threshold candidate of that name; "
+        f"available: {sorted(cands) or 'none'} (or pass a number)"
+    )
+
+
+def onnx_file(art_or_meta: Union[Artifact, Dict[str, Any]], artifact_dir: str) -> str:
+    """Path of the artifact's ONNX export (from meta['exports']['onnx']['file'], default model.onnx)."""
+    meta = art_or_meta.meta if isinstance(art_or_meta, Artifact) else art_or_meta
+    rel = ((meta.get("exports") or {}).get("onnx") or {}).get("file", "model.onnx")
+    return rel if os.path.isabs(rel) else os.path.join(artifact_dir, rel)
+
+
+def _timer():
+    return time.perf_counter()
+
+
+class Detector:
+    def __init__(self, artifact: Artifact, backend: _backends.Backend, threshold=None, pixel_threshold=None,
+                 batch_size: Optional[int] = None):
+        from edgead.data.transforms import Preprocessing
+
+        self.artifact = artifact
+        self.model_type = artifact.model_type
+        self.backend = backend
+        self.preprocessing = Preprocessing.from_dict(dict(artifact.preprocessing))
+        self.image_threshold = resolve_threshold(artifact.thresholds, "image", threshold)
+        self.pixel_threshold = resolve_threshold(artifact.thresholds, "pixel", pixel_threshold)
+        mb = backend.max_batch
+        self.batch_size = int(batch_size or (min(mb, 32) if mb else 32))
+        if mb and self.batch_size > mb:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the backend's max batch {mb}")
+        self._hooks: List[Callable[[str, float, int], None]] = []
+        self._hooks_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        artifact_dir: str,
+        backend: str = "auto",
+        device: Optional[str] = None,
+        threshold: Union[None, str, float] = None,
+        pixel_threshold: Union[None, str, float] = None,
+        precision: Optional[str] = None,
+        batch_size: Optional[int] = None,
+        engine: Optional[str] = None,
+        model=None,
+        **backend_kwargs,
+    ) -> "Detector":
+        """Load an artifact on a backend ('auto', 'tensorrt', 'onnxruntime', 'torch').
+
+        device: 'cuda', 'cpu' or None (best available). precision: 'fp32' (default; torch/ORT),
+        'fp16' (default for TensorRT; torch on CUDA), 'int8' (TensorRT, needs a calibrated engine).
+        engine: a TensorRT engine file (default: the cached engine under artifact_dir/engines/, built
+        when missing and the builder is installed). model: an already built torch model (torch backend).
+        """
+        if device not in (None, "cpu", "cuda"):
+            raise ValueError(f"Detector.load: argument 'device' expected 'cuda', 'cpu' or None, got {device!r}")
+        if backend == "auto":
+            backend, device = _backends.select_backend(device)
+        elif backend not in _backends.BACKENDS:
+            raise ValueError(f"Detector.load: argument 'backend' expected 'auto' or one of {_backends.BACKENDS}, got {backend!r}")
+        if precision is not None and precision not in _backends.PRECISIONS:
+            raise ValueError(f"Detector.load: argument 'precision' expected one of {_backends.PRECISIONS}, got {precision!r}")
+        art = load_artifact(artifact_dir)
+        path = art.path
+        if backend == "onnxruntime":
+            if precision not in (None, "fp32"):
+                raise ValueError(f"onnxruntime backend runs the fp32 ONNX graph; precision={precision!r} is not supported")
+            onnx_path = onnx_file(art, path)
+            if not os.path.isfile(onnx_path):
+                raise ExportMissingError(
+                    f"artifact '{path}' has no ONNX export ({onnx_path} is missing): run `edgead export {path}` "
+                    "(needs torch) before loading it with the onnxruntime backend"
+                )
+            be = _backends.OnnxRuntimeBackend(onnx_path, device=device or "cpu", **backend_kwargs)
+        elif backend == "torch":
+            be = _backends.TorchBackend(path, device=device or "cpu", precision=precision or "fp32", model=model,
+                                        **backend_kwargs)
+        else:  # tensorrt
+            if device == "cpu":
+                raise ValueError("the tensorrt backend runs on the GPU; device='cpu' is not possible")
+            precision = precision or "fp16"
+            if engine is None:
+                from edgead.export.tensorrt import find_or_build_engine
+
+                engine = find_or_build_engine(path, precision=precision)
+            be = _backends.TensorRTBackend(engine, precision=precision, **backend_kwargs)
+        return cls(art, be, threshold=threshold, pixel_threshold=pixel_threshold, batch_size=batch_size)
+
+    # ------------------------------------------------------------------------------------------
+    def add_timing_hook(self, fn: Callable[[str, float, int], None]) -> None:
+        """fn(stage, seconds, batch) is called after each stage ('pre', 'network', 'post') of every chunk."""
+        with self._hooks_lock:
+            self._hooks.append(fn)
+
+    def remove_timing_hook(self, fn) -> None:
+        with self._hooks_lock:
+            self._hooks.remove(fn)
+
+    def _emit(self, stage: str, seconds: float, n: int) -> None:
+        for fn in list(self._hooks):
+            fn(stage, seconds, n)
+
+    def set_thresholds(self, threshold=None, pixel_threshold=None) -> None:
+        if threshold is not None:
+            self.image_threshold = resolve_threshold(self.artifact.thresholds, "image", threshold)
+        if pixel_threshold is not None:
+            self.pixel_threshold = resolve_threshold(self.artifact.thresholds, "pixel", pixel_threshold)
+
+    # ------------------------------------------------------------------------------------------
+    def infer_preprocessed(self, x: np.ndarray):
+        """(B,C,h,w) float32 pre-processed batch -> (scores (B,), maps (B,h,w)) at the model's size."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        scores, maps = [], []
+        for i in range(0, x.shape[0], self.batch_size):
+            chunk = x[i : i + self.batch_size]
+            t0 = _timer()
+            outs = self.backend.run(chunk)
+            t1 = _timer()
+            self._emit("network", t1 - t0, chunk.shape[0])
+            s, m = postprocess(self.model_type, outs, self.artifact, on_device=self.backend.outputs_on_device)
+            self._emit("post", _timer() - t1, chunk.shape[0])
+            scores.append(s)
+            maps.append(m)
+        if not scores:
+            h, w = self.preprocessing.size
+            return np.zeros((0,), np.float32), np.zeros((0, h, w), np.float32)
+        return np.concatenate(scores), np.concatenate(maps)
+
+    @staticmethod
+    def _as_images(images) -> (List[np.ndarray], Optional[List[str]], bool):
+        """-> (list of HxW[xC] arrays, paths or None, single)."""
+        if isinstance(images, (str, os.PathLike)):
+            images, single = [images], True
+        elif isinstance(images, np.ndarray):
+            if images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3, 4)):
+                return [images], None, True
+            if images.ndim == 4 or images.ndim == 3:
+                return list(images), None, False
+            raise ValueError(
+                f"images: expected HxW / HxWxC (one image) or NxHxWxC (batch) array, got shape {images.shape}"
+            )
+        elif isinstance(images, (list, tuple)):
+            single = False
+        else:
+            raise TypeError(
+                f"images: expected a path, an image array, a batch array or a list of them, got {type(images).__name__}"
+            )
+        arrs, paths = [], []
+        for im in images:
+            if isinstance(im, (str, os.PathLike)):
+                from edgead.data.io import read_image
+
+                arrs.append(read_image(os.fspath(im)))
+                paths.append(os.fspath(im))
+            elif isinstance(im, np.ndarray):
+                arrs.append(im)
+                paths.append(None)
+            else:
+                raise TypeError(f"images: list items expected paths or arrays, got {type(im).__name__}")
+        return arrs, (paths if any(p is not None for p in paths) else None), single
+
+    def __call__(self, images) -> Union[Result, BatchResult]:
+        """One image (path or HxW / HxWxC array) -> Result; a batch (NxHxWxC array or list) -> BatchResult."""
+        arrs, paths, single = self._as_images(images)
+        n = len(arrs)
+        t0 = _timer()
+        x = self.preprocessing.batch(arrs)
+        self._emit("pre", _timer() - t0, n)
+        scores, maps = self.infer_preprocessed(x)
+        t1 = _timer()
+        sizes = [a.shape[:2] for a in arrs]
+        full = []
+        for m, (h, w) in zip(maps, sizes):
+            if m.shape != (h, w):
+                m = cv2.resize(m, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
+            full.append(np.ascontiguousarray(m, dtype=np.float32))
+        same = len({tuple(s) for s in sizes}) <= 1
+        amaps = np.stack(full) if (same and full) else (full if full else np.zeros((0,) + self.preprocessing.size, np.float32))
+        if self.pixel_threshold is None:
+            masks = None
+        elif isinstance(amaps, np.ndarray):
+            masks = amaps >= self.pixel_threshold
+        else:
+            masks = [m >= self.pixel_threshold for m in amaps]
+        labels = None if self.image_threshold is None else scores >= self.image_threshold
+        self._emit("post", _timer() - t1, n)
+        res = BatchResult(scores, amaps, masks, labels, paths)
+        return res[0] if single else res
+
+    def describe(self) -> Dict[str, Any]:
+        d = self.backend.describe()
+        d.update(model_type=self.model_type, artifact=self.artifact.path, image_threshold=self.image_threshold,
+                 pixel_threshold=self.pixel_threshold, input_size=list(self.preprocessing.size))
+        return d
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __repr__(self) -> str:
+        return f"Detector({self.model_type}, backend={self.backend.name}, device={self.backend.device})"
