@@ -1,0 +1,6 @@
+"""`python -m edgead ...` = the `edgead` command."""
+import sys
+
+from edgead.cli import main
+
+sys.exit(main())

@@ -1,0 +1,454 @@
+"""Train / evaluate / predict for every model type (generic over edgead.models.get_model_class).
+
+    art = train("models/patchcore_mobilenet_v2.yaml", "data/brick", "runs/brick")
+    m = evaluate(art, "data/brick", "runs/brick/eval")          # metrics dict, plots, thresholds
+    results = predict(art, "images/", "runs/brick/pred")         # scores, masks, heatmaps
+
+Recipes (YAML or dict)::
+
+    model: patchcore            # patchcore | efficientad | puad | fader
+    config: {...}               # passed to the model class (see its module docstring)
+    train:                      # optional
+      val_fraction: 0.1         # validation split drawn from train/good only
+      seed: 0
+      threshold_quantile: 0.995 # calibration quantile of validation scores
+
+Keys other than model/config/train at the top level are merged into `config` (flat recipes work).
+
+Thresholds in the artifact (edgead.json "thresholds"):
+    image, pixel   the ACTIVE thresholds used by predict(): set by train() from the validation normal
+                   images (quantile `threshold_quantile` of their image scores / pixel scores);
+    candidates     every other threshold computed so far (validation max, F1-optimal and
+                   FPR-0.5% thresholds from evaluate()); evaluate(set_threshold="f1"|"fpr") activates one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = ["load_recipe", "train", "evaluate", "predict", "resolve_device", "TARGET_FPR"]
+
+TARGET_FPR = 0.005
+_TRAIN_DEFAULTS = {"val_fraction": 0.1, "seed": 0, "threshold_quantile": 0.995}
+
+
+def resolve_device(device: Optional[str] = "auto") -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but torch sees no CUDA GPU")
+    return str(device)
+
+
+def load_recipe(config: Union[str, os.PathLike, Dict[str, Any]], overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """-> {"model": type, "config": {...}, "train": {...}} from a YAML path or a dict."""
+    if isinstance(config, (str, os.PathLike)):
+        import yaml
+
+        path = os.fspath(config)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"recipe '{path}' does not exist")
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+        if not isinstance(raw, dict):
+            raise ValueError(f"recipe '{path}': expected a mapping at the top level")
+    elif isinstance(config, dict):
+        raw = dict(config)
+    else:
+        raise TypeError(f"config: expected a YAML path or a dict, got {type(config).__name__}")
+    from edgead.models import model_types
+
+    model = raw.get("model")
+    if model not in model_types():
+        raise ValueError(f"recipe: 'model' expected one of {model_types()}, got {model!r}")
+    cfg = dict(raw.get("config") or {})
+    for k, v in raw.items():
+        if k not in ("model", "config", "train"):
+            cfg[k] = v
+    tr = dict(_TRAIN_DEFAULTS)
+    tr.update(raw.get("train") or {})
+    for k, v in (overrides or {}).items():
+        if v is None:
+            continue
+        if k in _TRAIN_DEFAULTS:
+            tr[k] = v
+        else:
+            cfg[k] = v
+    return {"model": model, "config": cfg, "train": tr}
+
+
+def _dataset(data_root, category=None):
+    from edgead.data.datasets import open_dataset
+
+    return open_dataset(data_root, category=category)
+
+
+def score_items(model, items, device: str, progress: bool = True, desc: str = "scoring", batch_size: int = 16,
+                keep_maps: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Predict Samples/paths with a torch AnomalyModel -> (scores (N,), maps (N,h,w) or None)."""
+    import torch
+
+    from edgead.data.datasets import iter_batches
+
+    scores, maps = [], []
+    with torch.no_grad():
+        for batch, _ in iter_batches(items, model.preprocessing(), batch_size=batch_size, progress=progress, desc=desc):
+            s, m = model.predict(torch.from_numpy(batch).to(device))
+            scores.append(s.float().cpu().numpy())
+            if keep_maps:
+                maps.append(m.float().cpu().numpy())
+    if not scores:
+        return np.zeros(0, np.float32), (np.zeros((0, 0, 0), np.float32) if keep_maps else None)
+    return np.concatenate(scores), (np.concatenate(maps) if keep_maps else None)
+
+
+# ------------------------------------------------------------------------------------------------
+# train
+# ------------------------------------------------------------------------------------------------
+def train(config, data_root, out_dir, category: Optional[str] = None, device: str = "auto", progress: bool = True,
+          overrides: Optional[Dict[str, Any]] = None) -> str:
+    """Fit the recipe's model on train/good of `data_root` (minus a validation split), calibrate
+    thresholds on the validation images, save the artifact to `out_dir`; returns its path."""
+    from edgead.artifact import save_artifact
+    from edgead.data.datasets import ImageFolder
+    from edgead.models import get_model_class
+
+    recipe = load_recipe(config, overrides)
+    dev = resolve_device(device)
+    ds = _dataset(data_root, category)
+    tr = recipe["train"]
+    frac = float(tr["val_fraction"])
+    if isinstance(ds, ImageFolder):
+        samples = ds.samples()
+        from edgead.data.datasets import _split_validation
+
+        train_s, val_s = _split_validation(samples, frac, int(tr["seed"])) if frac > 0 else (samples, [])
+    elif frac > 0:
+        train_s, val_s = ds.split_validation(frac, int(tr["seed"]))
+    else:
+        train_s, val_s = ds.train_samples(), []
+    if not train_s:
+        raise ValueError(f"train: no training images found under {data_root}")
+    cls = get_model_class(recipe["model"])
+    model = cls(recipe["config"])
+    t0 = time.time()
+    if progress:
+        print(f"edgead train: {recipe['model']} on {len(train_s)} images ({len(val_s)} held out for validation), device {dev}", flush=True)
+    stats = dict(model.fit(train_s, val_s or None, device=dev, progress=progress) or {})
+    fit_s = time.time() - t0
+    model = model.to(dev).eval()
+    thresholds: Dict[str, Any] = {"candidates": {}}
+    if val_s:
+        q = float(tr["threshold_quantile"])
+        vs, vm = score_items(model, val_s, dev, progress, "validation")
+        rng = np.random.default_rng(0)
+        pix = vm.reshape(-1)
+        if pix.size > 2_000_000:
+            pix = rng.choice(pix, 2_000_000, replace=False)
+        cand = {
+            "val_image_max": float(vs.max()),
+            f"val_image_q{q:g}": float(np.quantile(vs, q)),
+            "val_pixel_max": float(pix.max()),
+            f"val_pixel_q{q:g}": float(np.quantile(pix, q)),
+        }
+        thresholds = {"image": cand[f"val_image_q{q:g}"], "pixel": cand[f"val_pixel_q{q:g}"],
+                      "source": f"validation quantile {q:g}", "candidates": cand}
+        stats["val_image_scores"] = {"min": float(vs.min()), "max": float(vs.max()), "mean": float(vs.mean())}
+    else:
+        print("edgead train: warning: no validation images, so no thresholds were calibrated "
+              "(run `edgead eval ... --set-threshold f1` to set them)", flush=True)
+    stats["train"] = {
+        "data_root": os.path.abspath(os.fspath(data_root)), "category": category, "n_train": len(train_s),
+        "n_val": len(val_s), "device": dev, "fit_seconds": round(fit_s, 2), "val_fraction": frac,
+        "seed": int(tr["seed"]),
+    }
+    path = save_artifact(out_dir, model.model_type, model.artifact_config(), model.preprocessing().to_dict(),
+                         model.artifact_tensors(), thresholds=thresholds, statistics=stats)
+    if progress:
+        _print_table("edgead train", [
+            ("artifact", path), ("model", recipe["model"]), ("train images", len(train_s)),
+            ("validation images", len(val_s)), ("fit time [s]", f"{fit_s:.1f}"),
+            ("image threshold", _fmt(thresholds.get("image"))), ("pixel threshold", _fmt(thresholds.get("pixel"))),
+        ])
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluate
+# ------------------------------------------------------------------------------------------------
+def _fpr_threshold(normal_scores: np.ndarray, target_fpr: float = TARGET_FPR) -> float:
+    """Smallest threshold t (score > t is anomalous) with FPR <= target on `normal_scores`."""
+    from edgead import metrics
+
+    fn = getattr(metrics, "threshold_at_fpr", None) or getattr(metrics, "threshold_for_fpr", None)
+    if fn is not None:
+        try:
+            return float(fn(normal_scores, target_fpr))
+        except TypeError:
+            pass
+    s = np.sort(np.asarray(normal_scores, np.float64))
+    k = int(np.floor(target_fpr * s.size))  # at most k normal scores may exceed t
+    return float(s[s.size - 1 - k]) if s.size else float("nan")
+
+
+def _plot_curves(out_dir, scores, labels, maps, masks, m) -> Dict[str, str]:
+    """ROC and PRO PNGs (edgead.metrics writers when present, else matplotlib here)."""
+    from edgead import metrics
+
+    files = {}
+    roc_path, pro_path = os.path.join(out_dir, "roc.png"), os.path.join(out_dir, "pro.png")
+    try:
+        metrics.plot_roc(roc_path, scores, labels)
+        files["roc"] = roc_path
+    except Exception:  # signature differs or no writer: plot here
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from sklearn.metrics import roc_curve
+
+        fpr, tpr, _ = roc_curve(labels, scores)
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.plot(fpr, tpr, label=f"image AUROC {m.get('image_auroc', float('nan')):.3f}")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_xlabel("false positive rate"), ax.set_ylabel("true positive rate"), ax.legend(loc="lower right")
+        fig.tight_layout(), fig.savefig(roc_path, dpi=100), plt.close(fig)
+        files["roc"] = roc_path
+    if maps is not None and masks is not None and masks.any():
+        try:
+            metrics.plot_pro(pro_path, maps, masks)
+            files["pro"] = pro_path
+        except Exception:
+            from edgead import ops
+
+            try:
+                curve = ops.pro_curve(maps, masks, 0.3)
+                fpr, pro = np.asarray(curve[0]), np.asarray(curve[1])
+                import matplotlib
+
+                matplotlib.use("Agg")
+                import matplotlib.pyplot as plt
+
+                fig, ax = plt.subplots(figsize=(4, 4))
+                ax.plot(fpr, pro, label=f"AUPRO@0.3 {m.get('aupro', float('nan')):.3f}")
+                ax.set_xlim(0, 0.3), ax.set_xlabel("false positive rate"), ax.set_ylabel("per-region overlap")
+                ax.legend(loc="lower right"), fig.tight_layout(), fig.savefig(pro_path, dpi=100), plt.close(fig)
+                files["pro"] = pro_path
+            except Exception as e:  # pragma: no cover - reported, never fatal
+                print(f"edgead eval: PRO plot skipped: {e}")
+    return files
+
+
+def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: Optional[str] = None,
+             set_threshold: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
+    """Score the test split, compute metrics, write metrics.json, scores.csv, roc.png, pro.png into
+    `out_dir`; store F1-optimal and FPR-0.5% thresholds as candidates in the artifact (activated only
+    with set_threshold="f1" or "fpr")."""
+    from edgead.artifact import read_meta, update_meta
+    from edgead.data.datasets import load_mask
+    from edgead.data.transforms import resize_mask
+    from edgead.models import load_model
+
+    if set_threshold not in (None, "f1", "fpr"):
+        raise ValueError(f"set_threshold: expected None, 'f1' or 'fpr', got {set_threshold!r}")
+    dev = resolve_device(device)
+    model = load_model(os.fspath(artifact_dir), device=dev)
+    ds = _dataset(data_root, category)
+    if not hasattr(ds, "test_samples"):
+        raise ValueError(f"evaluate: {data_root} has no test split (expected an MVTec-layout category)")
+    test = ds.test_samples()
+    if not test:
+        raise ValueError(f"evaluate: no test images under {data_root}")
+    t0 = time.time()
+    scores, maps = score_items(model, test, dev, progress, "evaluating")
+    secs = time.time() - t0
+    labels = np.array([int(s.label) for s in test])
+    h, w = maps.shape[1:]
+    masks = np.stack([resize_mask(load_mask(s, _image_shape(s.path)), (h, w)) for s in test]).astype(bool)
+    has_masks = bool(masks.any())
+    from edgead import metrics
+
+    m = dict(metrics.evaluate(scores, labels, maps if has_masks else None, masks if has_masks else None))
+    m = {k: (float(v) if isinstance(v, (np.floating, float, int, np.integer)) else v) for k, v in m.items()}
+    normal = scores[labels == 0]
+    cand = {}
+    if "image_f1_threshold" in m:
+        cand["image_f1"] = float(m["image_f1_threshold"])
+    if "pixel_f1_threshold" in m:
+        cand["pixel_f1"] = float(m["pixel_f1_threshold"])
+    if normal.size:
+        cand[f"image_fpr{TARGET_FPR:g}"] = _fpr_threshold(normal, TARGET_FPR)
+        normal_pix = maps[labels == 0].reshape(-1)
+        cand[f"pixel_fpr{TARGET_FPR:g}"] = _fpr_threshold(normal_pix, TARGET_FPR)
+    meta = read_meta(os.fspath(artifact_dir))
+    th = dict(meta.get("thresholds") or {})
+    th.setdefault("candidates", {})
+    th["candidates"] = {**th["candidates"], **cand}
+    if set_threshold == "f1" and "image_f1" in cand:
+        th["image"] = cand["image_f1"]
+        th["pixel"] = cand.get("pixel_f1", th.get("pixel"))
+        th["source"] = "test F1-optimal (edgead eval --set-threshold f1)"
+    elif set_threshold == "fpr" and cand:
+        th["image"] = cand[f"image_fpr{TARGET_FPR:g}"]
+        th["pixel"] = cand[f"pixel_fpr{TARGET_FPR:g}"]
+        th["source"] = f"test normal images at FPR {TARGET_FPR:g} (edgead eval --set-threshold fpr)"
+    update_meta(os.fspath(artifact_dir), thresholds=th)
+
+    os.makedirs(out_dir, exist_ok=True)
+    files = _plot_curves(out_dir, scores, labels, maps if has_masks else None, masks if has_masks else None, m)
+    with open(os.path.join(out_dir, "scores.csv"), "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["path", "label", "defect_type", "score"])
+        for s, sc in zip(test, scores):
+            wr.writerow([s.path, int(s.label), s.defect_type, f"{float(sc):.6g}"])
+    report = {
+        "artifact": os.path.abspath(os.fspath(artifact_dir)), "data_root": os.path.abspath(os.fspath(data_root)),
+        "model_type": model.model_type, "n_test": int(len(test)), "n_anomalous": int(labels.sum()),
+        "device": dev, "seconds": round(secs, 2), "ms_per_image": round(1000 * secs / len(test), 2),
+        "metrics": _json_safe(m), "threshold_candidates": cand, "active_thresholds": {k: th.get(k) for k in ("image", "pixel")},
+        "files": files,
+    }
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    if progress:
+        rows = [(k, _fmt(m.get(k))) for k in ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap",
+                                              "pixel_f1_max", "aupro") if k in m]
+        rows += [("test images", f"{len(test)} ({int(labels.sum())} anomalous)"), ("ms / image", f"{report['ms_per_image']}"),
+                 ("metrics", os.path.join(out_dir, "metrics.json"))]
+        _print_table("edgead eval", rows)
+    return report
+
+
+def _image_shape(path):
+    from edgead.data.io import read_image
+
+    return read_image(path).shape
+
+
+def _json_safe(d):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (float, np.floating)):
+            out[k] = float(v) if np.isfinite(v) else None
+        elif isinstance(v, (int, np.integer, str, bool)) or v is None:
+            out[k] = v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# predict
+# ------------------------------------------------------------------------------------------------
+def _input_paths(inputs) -> List[str]:
+    from edgead.data.datasets import ImageFolder
+
+    if isinstance(inputs, (str, os.PathLike)):
+        return list(ImageFolder(inputs).paths)
+    paths = []
+    for p in inputs:
+        paths.extend(ImageFolder(p).paths)
+    return paths
+
+
+def heatmap_overlay(image: np.ndarray, amap: np.ndarray, lo: float, hi: float, alpha: float = 0.5) -> np.ndarray:
+    """RGB uint8 overlay of an anomaly map (image size) over an image, JET colours scaled to [lo, hi]."""
+    import cv2
+
+    from edgead.data.io import to_uint8
+
+    img = to_uint8(image)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    norm = np.clip((amap - lo) / max(hi - lo, 1e-12), 0, 1)
+    heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]  # BGR -> RGB
+    return (alpha * heat + (1 - alpha) * img).astype(np.uint8)
+
+
+def predict(artifact_dir, inputs, out_dir, device: str = "auto", progress: bool = True,
+            batch_size: int = 8) -> List[Dict[str, Any]]:
+    """Score images; write <stem>_heatmap.png, <stem>_mask.png, scores.csv and results.json to `out_dir`."""
+    import cv2
+    import torch
+
+    from edgead.artifact import load_artifact
+    from edgead.data.io import read_image, write_image
+    from edgead.models import get_model_class
+
+    dev = resolve_device(device)
+    art = load_artifact(os.fspath(artifact_dir))
+    model = get_model_class(art.model_type).from_artifact(art).to(dev).eval()
+    paths = _input_paths(inputs)
+    if not paths:
+        raise ValueError(f"predict: no images found in {inputs}")
+    th = art.thresholds or {}
+    t_img, t_pix = th.get("image"), th.get("pixel")
+    vp = (art.statistics or {}).get("val_pixel") or {}
+    lo = float(vp.get("q50", 0.0)) if vp else None
+    os.makedirs(out_dir, exist_ok=True)
+    results = []
+    used = set()
+    from edgead.data.datasets import iter_batches
+
+    with torch.no_grad():
+        for batch, items in iter_batches(paths, model.preprocessing(), batch_size=batch_size, progress=progress, desc="predicting"):
+            s, maps = model.predict(torch.from_numpy(batch).to(dev))
+            s, maps = s.float().cpu().numpy(), maps.float().cpu().numpy()
+            for p, sc, amap in zip(items, s, maps):
+                img = read_image(p)
+                H, W = img.shape[:2]
+                full = cv2.resize(amap, (W, H), interpolation=cv2.INTER_LINEAR) if amap.shape != (H, W) else amap
+                stem = os.path.splitext(os.path.basename(p))[0]
+                base, k = stem, 1
+                while stem in used:
+                    stem, k = f"{base}_{k}", k + 1
+                used.add(stem)
+                a_lo = lo if lo is not None else float(full.min())
+                a_hi = 1.5 * float(t_pix) if t_pix is not None else float(full.max())
+                write_image(os.path.join(out_dir, f"{stem}_heatmap.png"), heatmap_overlay(img, full, a_lo, max(a_hi, a_lo + 1e-6)))
+                r = {"path": os.path.abspath(p), "score": float(sc), "heatmap": os.path.join(out_dir, f"{stem}_heatmap.png")}
+                if t_pix is not None:
+                    mask = full > float(t_pix)
+                    write_image(os.path.join(out_dir, f"{stem}_mask.png"), (mask * 255).astype(np.uint8))
+                    r["mask"] = os.path.join(out_dir, f"{stem}_mask.png")
+                    r["defect_pixels"] = int(mask.sum())
+                r["anomalous"] = bool(sc > float(t_img)) if t_img is not None else None
+                results.append(r)
+    with open(os.path.join(out_dir, "scores.csv"), "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["path", "score", "anomalous"])
+        for r in results:
+            wr.writerow([r["path"], f"{r['score']:.6g}", r["anomalous"]])
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"artifact": os.path.abspath(os.fspath(artifact_dir)), "image_threshold": t_img,
+                   "pixel_threshold": t_pix, "results": results}, f, indent=2)
+    if progress:
+        n_bad = sum(1 for r in results if r["anomalous"])
+        _print_table("edgead predict", [("images", len(results)), ("anomalous", n_bad if t_img is not None else "n/a (no threshold)"),
+                                        ("image threshold", _fmt(t_img)), ("output", out_dir)])
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# report helpers
+# ------------------------------------------------------------------------------------------------
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4f}"
+    return str(v)
+
+
+def _print_table(title: str, rows: Sequence[Tuple[Any, Any]]) -> None:
+    rows = [(str(a), str(b)) for a, b in rows]
+    w = max([len(a) for a, _ in rows] + [len(title)])
+    print(f"\n{title}\n" + "-" * (w + 2 + max([len(b) for _, b in rows] + [1])))
+    for a, b in rows:
+        print(f"{a:<{w}}  {b}")
+    print(flush=True)

@@ -1,0 +1,150 @@
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+
+from edgead import ops  # noqa: E402
+from edgead.artifact import read_meta  # noqa: E402
+from edgead.cli import build_parser, main  # noqa: E402
+from edgead.data.io import write_image  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not (hasattr(ops, "knn") and hasattr(ops, "coreset")), reason="edgead.ops.knn/coreset missing")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _texture(rng, size=48):
+    tile = np.random.default_rng(123).integers(0, 256, (12, 12)).astype(np.float32)
+    dy, dx = rng.integers(0, 12, size=2)
+    img = np.tile(np.roll(tile, (dy, dx), (0, 1)), (size // 12, size // 12))
+    return np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "tex"
+    rng = np.random.default_rng(0)
+    for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
+        os.makedirs(root / sub)
+    for i in range(10):
+        write_image(str(root / "train/good" / f"{i:03d}.png"), _texture(rng).astype(np.uint8))
+    for i in range(4):
+        write_image(str(root / "test/good" / f"{i:03d}.png"), _texture(rng).astype(np.uint8))
+    for i in range(4):
+        img = _texture(rng)
+        m = np.zeros(img.shape, np.uint8)
+        y, x = rng.integers(6, 30, size=2)
+        img[y : y + 10, x : x + 10] = 255
+        m[y : y + 10, x : x + 10] = 255
+        write_image(str(root / "test/spot" / f"{i:03d}.png"), img.astype(np.uint8))
+        write_image(str(root / "ground_truth/spot" / f"{i:03d}_mask.png"), m)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    import yaml
+
+    p = tmp_path_factory.mktemp("recipe") / "tiny.yaml"
+    p.write_text(yaml.safe_dump({
+        "model": "patchcore",
+        "config": {"backbone": "resnet18", "weights": None, "allow_random": True, "layers": ["layer1", "layer2"],
+                   "image_size": [48, 48], "mean": [0.5] * 3, "std": [0.25] * 3, "coreset_ratio": 0.5,
+                   "num_neighbors": 3, "batch_size": 8},
+        "train": {"val_fraction": 0.2, "seed": 0},
+    }))
+    return str(p)
+
+
+def test_parser_has_all_commands():
+    p = build_parser()
+    for argv in (["train", "r", "d", "o"], ["eval", "a", "d"], ["predict", "a", "x"], ["demo", "--quick"],
+                 ["export", "a", "--format", "tensorrt", "--precision", "int8", "--dla-core", "0", "--out", "e"],
+                 ["bench", "a", "--backend", "torch", "--batch-sizes", "1,8"], ["make-data", "o", "--n-images", "5", "--size", "64"]):
+        a = p.parse_args(argv)
+        assert a.command == argv[0] and callable(a.func)
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    assert main(["train", "no_such_recipe", str(tmp_path), str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nothing"), str(tmp_path)]) == 2
+
+
+def test_train_eval_predict(tmp_path, tiny_dataset, recipe, capsys):
+    pytest.importorskip("edgead.metrics")
+    art = str(tmp_path / "art")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["train", recipe, tiny_dataset, art, "--device", "cpu", "--quiet"]) == 0
+    meta = read_meta(art)
+    assert meta["model_type"] == "patchcore"
+    th = meta["thresholds"]
+    assert th["image"] > 0 and th["pixel"] > 0 and "val_image_max" in th["candidates"]
+    assert meta["statistics"]["train"]["n_val"] == 2
+
+    ev = str(tmp_path / "eval")
+    assert main(["eval", art, tiny_dataset, "--out", ev, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "image_auroc" in out
+    rep = json.load(open(os.path.join(ev, "metrics.json")))
+    assert rep["metrics"]["image_auroc"] > 0.9
+    for f in ("roc.png", "pro.png", "scores.csv"):
+        assert os.path.getsize(os.path.join(ev, f)) > 0
+    th2 = read_meta(art)["thresholds"]
+    assert th2["image"] == th["image"]  # candidates only, active threshold unchanged
+    assert "image_f1" in th2["candidates"] and "image_fpr0.005" in th2["candidates"]
+    assert main(["eval", art, tiny_dataset, "--out", ev, "--device", "cpu", "--quiet", "--set-threshold", "f1"]) == 0
+    assert read_meta(art)["thresholds"]["image"] == read_meta(art)["thresholds"]["candidates"]["image_f1"]
+
+    pred = str(tmp_path / "pred")
+    assert main(["predict", art, os.path.join(tiny_dataset, "test", "spot"), os.path.join(tiny_dataset, "test", "good", "000.png"),
+                 "--out", pred, "--device", "cpu", "--quiet"]) == 0
+    res = json.load(open(os.path.join(pred, "results.json")))["results"]
+    assert len(res) == 5
+    for r in res:
+        assert os.path.isfile(r["heatmap"]) and os.path.isfile(r["mask"])
+    assert sum(r["anomalous"] for r in res[:4]) >= 3
+    from edgead.data.io import read_image
+
+    assert read_image(res[0]["heatmap"]).shape == (48, 48, 3)
+    assert os.path.isfile(os.path.join(pred, "scores.csv"))
+
+
+def test_train_without_metrics_then_predict(tmp_path, tiny_dataset, recipe):
+    """train + predict do not need edgead.metrics; evaluated artifacts load with pipeline.predict too."""
+    from edgead import pipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = pipeline.train(recipe, tiny_dataset, str(tmp_path / "a"), device="cpu", progress=False,
+                             overrides={"val_fraction": 0.0})
+    assert "image" not in read_meta(art)["thresholds"]
+    res = pipeline.predict(art, os.path.join(tiny_dataset, "test", "spot"), str(tmp_path / "p"), device="cpu", progress=False)
+    assert len(res) == 4 and res[0]["anomalous"] is None and "mask" not in res[0]
+
+
+def test_demo_without_weights_offline_stops_clearly(tmp_path, monkeypatch, capsys):
+    from edgead import cli
+    from edgead.models import backbones
+
+    monkeypatch.setattr(cli, "find_mobilenet_weights", lambda explicit=None: None)
+
+    def offline(name):
+        raise RuntimeError("could not download (offline)")
+
+    monkeypatch.setattr(backbones, "_imagenet_state_dict", offline)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "demo" / "data")
