@@ -276,7 +276,7 @@ def _onnx_export(module, path, n_inputs=1):
                           opset_version=17, dynamic_axes=dyn, dynamo=False)
 
 
-@pytest.mark.parametrize("cfg", [{}, {"mlp_input": "reconstruction"}, {"fader": False}])
+@pytest.mark.parametrize("cfg", [{}, {"mlp_input": "reconstruction"}])
 def test_onnx_parity_dynamic_batch(tmp_path, images, cfg):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
@@ -380,3 +380,30 @@ def test_smoke_fit(images, fader):
     assert pre.size == (64, 64) and pre.mean == (0.0, 0.0, 0.0) and pre.std == (1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="shape"):
         model.fit(images[:2, :1], None, progress=False)
+
+
+def test_postprocess_matches_reference_msgms(images):
+    from edgead.ops_reference import msgms_map_reference
+
+    x, y = images[:2], images[2:4]
+    s, maps = post_fader.postprocess({"reconstruction": y, "original": x}, {"msgms_mean_filter": 21})
+    ref = msgms_map_reference(torch.from_numpy(x), torch.from_numpy(y)).numpy()
+    np.testing.assert_allclose(maps, ref, atol=1e-5)
+    np.testing.assert_allclose(s, ref.reshape(2, -1).max(1), atol=1e-5)
+
+
+def test_deploy_onnxruntime_detector_matches_predict(tmp_path, images):
+    pytest.importorskip("onnxruntime")
+    from edgead.artifact import save_artifact
+    from edgead.export.onnx import export_onnx
+    from edgead.runtime.detector import Detector
+
+    model = tiny().eval()
+    path = save_artifact(str(tmp_path / "art"), "fader", model.artifact_config(), model.preprocessing().to_dict(),
+                         model.artifact_tensors())
+    export_onnx(path, model=model)
+    det = Detector.load(path, backend="onnxruntime", device="cpu")
+    s, m = det.infer_preprocessed(images[:3])
+    s_ref, m_ref = model.predict(torch.from_numpy(images[:3]))
+    np.testing.assert_allclose(m, m_ref.numpy(), atol=1e-4)
+    np.testing.assert_allclose(s, s_ref.numpy(), atol=1e-4)

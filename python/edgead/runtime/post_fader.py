@@ -7,7 +7,7 @@ The exported FADeR network (``FADeR.export_module()``) outputs
 
 and this module scores them as the paper does: anomaly map = MSGMS map between original and
 reconstruction (``edgead.ops.msgms_map``: 4 scales, Prewitt/3 gradients, c=0.0026, 1-MSGMS,
-21x21 mean filter), image score = max of the map.
+21x21 mean filter; definition pinned in docs/msgms.md), image score = max of the map.
 
 Arrays may be NumPy or device arrays (torch CUDA / CuPy): ops.msgms_map dispatches on the device.
 """
@@ -18,6 +18,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 OUTPUTS = ("reconstruction", "original")
+#: ops.msgms_map runs on the arrays' device, so CUDA outputs stay on the GPU
+SUPPORTS_CUDA_ARRAYS = True
 DEFAULTS = {"msgms_c": 0.0026, "msgms_scales": 4, "msgms_mean_filter": 21}
 
 
@@ -30,63 +32,10 @@ def _params(config: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
 
 
 def msgms_map(image, reconstruction, c: float = 0.0026, scales: int = 4, mean_filter: int = 21):
-    """edgead.ops.msgms_map when the native op is available, else the NumPy fallback below."""
-    try:
-        from edgead import ops
+    """edgead.ops.msgms_map (CPU or CUDA kernel, definition pinned in docs/msgms.md)."""
+    from edgead import ops
 
-        fn = getattr(ops, "msgms_map")
-    except (ImportError, AttributeError):
-        fn = None
-    if fn is not None:
-        return fn(image, reconstruction, c=c, scales=scales, mean_filter=mean_filter)
-    return msgms_map_numpy(np.asarray(image), np.asarray(reconstruction), c=c, scales=scales, mean_filter=mean_filter)
-
-
-def msgms_map_numpy(image: np.ndarray, reconstruction: np.ndarray, c: float = 0.0026, scales: int = 4,
-                    mean_filter: int = 21) -> np.ndarray:
-    """Plain NumPy/OpenCV MSGMS anomaly map (fallback only; the kernel is authoritative).
-
-    Per channel: at scales s = 0..scales-1 (2x2 average pooling), gradient magnitudes with Prewitt/3
-    kernels (zero padding), GMS = (2 g1 g2 + c) / (g1^2 + g2^2 + c), bilinear upsampling to full
-    size (half-pixel centres), mean over scales; map = 1 - MSGMS averaged over channels, then a
-    mean_filter x mean_filter box filter (zero padding, count includes the padding)."""
-    import cv2
-
-    a = np.asarray(image, dtype=np.float32)
-    b = np.asarray(reconstruction, dtype=np.float32)
-    if a.shape != b.shape or a.ndim != 4:
-        raise ValueError(f"msgms_map: expected two (B,C,H,W) arrays of equal shape, got {a.shape} and {b.shape}")
-    B, C, H, W = a.shape
-    kx = np.array([[1, 0, -1], [1, 0, -1], [1, 0, -1]], np.float32) / 3.0
-    ky = kx.T.copy()
-
-    def grad(img):
-        gx = cv2.filter2D(img, -1, kx[::-1, ::-1].copy(), borderType=cv2.BORDER_CONSTANT)
-        gy = cv2.filter2D(img, -1, ky[::-1, ::-1].copy(), borderType=cv2.BORDER_CONSTANT)
-        return np.sqrt(gx * gx + gy * gy + 1e-12)
-
-    out = np.zeros((B, H, W), np.float32)
-    for i in range(B):
-        acc = np.zeros((H, W), np.float32)
-        for ch in range(C):
-            x, y = a[i, ch], b[i, ch]
-            ms = np.zeros((H, W), np.float32)
-            for s in range(scales):
-                if s > 0:
-                    hh, ww = x.shape[0] // 2, x.shape[1] // 2
-                    x = x[: 2 * hh, : 2 * ww].reshape(hh, 2, ww, 2).mean((1, 3))
-                    y = y[: 2 * hh, : 2 * ww].reshape(hh, 2, ww, 2).mean((1, 3))
-                g1, g2 = grad(x), grad(y)
-                gms = (2 * g1 * g2 + c) / (g1 * g1 + g2 * g2 + c)
-                if gms.shape != (H, W):
-                    gms = cv2.resize(gms, (W, H), interpolation=cv2.INTER_LINEAR)
-                ms += gms
-            acc += 1.0 - ms / scales
-        m = acc / C
-        if mean_filter and mean_filter > 1:
-            m = cv2.boxFilter(m, -1, (mean_filter, mean_filter), normalize=True, borderType=cv2.BORDER_CONSTANT)
-        out[i] = m
-    return out
+    return ops.msgms_map(image, reconstruction, c=c, scales=scales, mean_filter=mean_filter)
 
 
 def _get(outputs: Union[Mapping[str, Any], Sequence[Any]], name: str, index: int):
