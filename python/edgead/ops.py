@@ -126,6 +126,66 @@ def coreset(features: Any, n: int, start: int = 0, return_distances: bool = Fals
 # msgms: multi-scale gradient magnitude similarity anomaly map (csrc/msgms)
 # ----------------------------------------------------------------------------------------------
 
+
+def msgms_map(image: Any, reconstruction: Any, c: float = 0.0026, scales: int = 4, mean_filter: int = 21,
+              *, out: Any = None):
+    """MSGMS anomaly map of ``image`` vs ``reconstruction``; returns ``(B, H, W)`` float32 maps.
+
+    image, reconstruction: ``(B, C, H, W)`` float32 (or both float16), same shape, C-contiguous,
+    intensities in [0, 1] (any C: grey or colour). Pinned definition (docs/msgms.md):
+
+    - scale 0 is the input; scale s is the 2x2 average pooling (stride 2, odd sizes floored) of
+      scale s-1, so H and W must be >= 2^(scales-1) (8 for the default 4 scales);
+    - per channel and scale: Prewitt gradients divided by 3 (kx = [[1,0,-1]]*3 / 3, ky = kx^T) with
+      replicate padding, g = sqrt(gx^2 + gy^2), GMS = (2 g1 g2 + c) / (g1^2 + g2^2 + c);
+    - GMS averaged over the channels, each scale upsampled to (H, W) bilinearly
+      (align_corners=False, as torch F.interpolate), averaged over the scales: MSGMS;
+    - map = 1 - MSGMS, then a ``mean_filter`` x ``mean_filter`` box mean with replicate padding
+      (odd, 1..63; 1 = no filter). Image score = ``maps.reshape(B, -1).max(1)``.
+
+    ``out``: optional preallocated ``(B, H, W)`` float32 on the input's device. CPU inputs must be
+    finite (ValueError otherwise); CUDA inputs are not scanned (no host sync), NaN propagates.
+    CUDA arrays run on the caller's current stream.
+    """
+    op = "msgms_map"
+    arrays, on_cuda, stream = _prepare(op, image=image, reconstruction=reconstruction, out=out)
+    x = arrays["image"]
+    shape = tuple(getattr(x, "shape", ()))
+    if out is None:
+        if len(shape) != 4:
+            raise ValueError(f"{op}: argument 'image' expected 4 dimensions (B, C, H, W), got shape {shape}")
+        out = _arrays.empty_like_device(image, (shape[0], shape[2], shape[3]), "float32")
+    target = arrays["out"] if arrays["out"] is not None else _arrays.as_kernel_input(out, "out", op)
+    _C().msgms_map(x, arrays["reconstruction"], target, c=float(c), scales=int(scales),
+                   mean_filter=int(mean_filter), stream=stream)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # softmask: FADeR soft mask applied to skip features (csrc/softmask)
 # ----------------------------------------------------------------------------------------------
+
+
+def softmask_apply(pred: Any, features: Any, out: Any = None):
+    """FADeR soft mask applied to a skip feature map; returns ``out`` (same dtype/shape as features).
+
+    pred: ``(B, h, w)`` float32/float16 patch-error predictions (one per token); features:
+    ``(B, C, Hs, Ws)`` float32/float16, C-contiguous. Per image, mask = 1 - (p - min) / (max - min)
+    over its h*w predictions (all ones when max == min), scaled to (Hs, Ws) by nearest
+    interpolation with torch's index rule (``src = min(floor(dst * float(in / out)), in - 1)``), and
+    multiplied into every channel: ``out[b, c] = features[b, c] * mask[b]`` (float32 arithmetic,
+    one rounding to float16 for float16 features). ``out`` may be ``features`` (in place).
+    CPU predictions must be finite (ValueError); CUDA predictions are not scanned.
+    """
+    op = "softmask_apply"
+    arrays, on_cuda, stream = _prepare(op, pred=pred, features=features, out=out)
+    f = arrays["features"]
+    if out is None:
+        dtype = str(getattr(f, "dtype", "")).replace("torch.", "")
+        if dtype not in ("float32", "float16"):
+            raise TypeError(f"{op}: argument 'features' expected dtype float32 or float16, got {dtype or type(features).__name__}")
+        out = _arrays.empty_like_device(features, tuple(f.shape), dtype)
+    target = arrays["out"] if arrays["out"] is not None else _arrays.as_kernel_input(out, "out", op)
+    _C().softmask_apply(arrays["pred"], f, target, stream=stream)
+    return out
+
