@@ -183,19 +183,11 @@ def train(config, data_root, out_dir, category: Optional[str] = None, device: st
 # ------------------------------------------------------------------------------------------------
 # evaluate
 # ------------------------------------------------------------------------------------------------
-def _fpr_threshold(normal_scores: np.ndarray, target_fpr: float = TARGET_FPR) -> float:
-    """Smallest threshold t (score > t is anomalous) with FPR <= target on `normal_scores`."""
+def _fpr_threshold(scores: np.ndarray, labels: np.ndarray, target_fpr: float = TARGET_FPR) -> float:
+    """edgead.metrics.threshold_at_fpr: the threshold of largest recall whose FPR <= target (inf if none)."""
     from edgead import metrics
 
-    fn = getattr(metrics, "threshold_at_fpr", None) or getattr(metrics, "threshold_for_fpr", None)
-    if fn is not None:
-        try:
-            return float(fn(normal_scores, target_fpr))
-        except TypeError:
-            pass
-    s = np.sort(np.asarray(normal_scores, np.float64))
-    k = int(np.floor(target_fpr * s.size))  # at most k normal scores may exceed t
-    return float(s[s.size - 1 - k]) if s.size else float("nan")
+    return float(metrics.threshold_at_fpr(scores, labels, target_fpr))
 
 
 def _plot_curves(out_dir, scores, labels, maps, masks, m) -> Dict[str, str]:
@@ -205,7 +197,7 @@ def _plot_curves(out_dir, scores, labels, maps, masks, m) -> Dict[str, str]:
     files = {}
     roc_path, pro_path = os.path.join(out_dir, "roc.png"), os.path.join(out_dir, "pro.png")
     try:
-        metrics.plot_roc(roc_path, scores, labels)
+        metrics.plot_roc(scores, labels, roc_path)
         files["roc"] = roc_path
     except Exception:  # signature differs or no writer: plot here
         import matplotlib
@@ -223,7 +215,7 @@ def _plot_curves(out_dir, scores, labels, maps, masks, m) -> Dict[str, str]:
         files["roc"] = roc_path
     if maps is not None and masks is not None and masks.any():
         try:
-            metrics.plot_pro(pro_path, maps, masks)
+            metrics.plot_pro(maps, masks, pro_path)
             files["pro"] = pro_path
         except Exception:
             from edgead import ops
@@ -281,12 +273,13 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
     cand = {}
     if "image_f1_threshold" in m:
         cand["image_f1"] = float(m["image_f1_threshold"])
-    if "pixel_f1_threshold" in m:
-        cand["pixel_f1"] = float(m["pixel_f1_threshold"])
+    if has_masks:
+        cand["pixel_f1"] = float(metrics.f1_max(maps.ravel(), masks.ravel())[1])
     if normal.size:
-        cand[f"image_fpr{TARGET_FPR:g}"] = _fpr_threshold(normal, TARGET_FPR)
-        normal_pix = maps[labels == 0].reshape(-1)
-        cand[f"pixel_fpr{TARGET_FPR:g}"] = _fpr_threshold(normal_pix, TARGET_FPR)
+        cand[f"image_fpr{TARGET_FPR:g}"] = _fpr_threshold(scores, labels, TARGET_FPR)
+        if has_masks:
+            cand[f"pixel_fpr{TARGET_FPR:g}"] = _fpr_threshold(maps.ravel(), masks.ravel(), TARGET_FPR)
+    cand = {k: v for k, v in cand.items() if np.isfinite(v)}
     meta = read_meta(os.fspath(artifact_dir))
     th = dict(meta.get("thresholds") or {})
     th.setdefault("candidates", {})
@@ -295,9 +288,9 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
         th["image"] = cand["image_f1"]
         th["pixel"] = cand.get("pixel_f1", th.get("pixel"))
         th["source"] = "test F1-optimal (edgead eval --set-threshold f1)"
-    elif set_threshold == "fpr" and cand:
+    elif set_threshold == "fpr" and f"image_fpr{TARGET_FPR:g}" in cand:
         th["image"] = cand[f"image_fpr{TARGET_FPR:g}"]
-        th["pixel"] = cand[f"pixel_fpr{TARGET_FPR:g}"]
+        th["pixel"] = cand.get(f"pixel_fpr{TARGET_FPR:g}", th.get("pixel"))
         th["source"] = f"test normal images at FPR {TARGET_FPR:g} (edgead eval --set-threshold fpr)"
     update_meta(os.fspath(artifact_dir), thresholds=th)
 
@@ -413,11 +406,11 @@ def predict(artifact_dir, inputs, out_dir, device: str = "auto", progress: bool 
                 write_image(os.path.join(out_dir, f"{stem}_heatmap.png"), heatmap_overlay(img, full, a_lo, max(a_hi, a_lo + 1e-6)))
                 r = {"path": os.path.abspath(p), "score": float(sc), "heatmap": os.path.join(out_dir, f"{stem}_heatmap.png")}
                 if t_pix is not None:
-                    mask = full > float(t_pix)
+                    mask = full >= float(t_pix)
                     write_image(os.path.join(out_dir, f"{stem}_mask.png"), (mask * 255).astype(np.uint8))
                     r["mask"] = os.path.join(out_dir, f"{stem}_mask.png")
                     r["defect_pixels"] = int(mask.sum())
-                r["anomalous"] = bool(sc > float(t_img)) if t_img is not None else None
+                r["anomalous"] = bool(sc >= float(t_img)) if t_img is not None else None
                 results.append(r)
     with open(os.path.join(out_dir, "scores.csv"), "w", newline="") as f:
         wr = csv.writer(f)

@@ -282,6 +282,29 @@ class PatchCore(AnomalyModel):
         if pos != total:
             raise RuntimeError(f"fit: got {pos // n_patch} images, expected {n_train}")
 
+        bank = self.select_bank(feats, progress)
+        del feats
+        self.memory_bank = bank.contiguous()
+        self.bank_neighbors = self._neighbor_table(self.memory_bank)
+        self.config["bank_size"] = int(self.memory_bank.shape[0])
+
+        stats: Dict[str, Any] = {
+            "n_train": n_train,
+            "bank_size": int(self.memory_bank.shape[0]),
+            "n_patches": int(total),
+            "embedding_dim": int(d),
+            "grid": list(self.grid),
+        }
+        if val is not None and len(val) > 0:
+            stats.update(self._val_statistics(val, dev, progress))
+        self.statistics = stats
+        return stats
+
+    @torch.no_grad()
+    def select_bank(self, feats: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        """(N, D) patch embeddings -> memory bank (M, D) float32: JL projection + greedy coreset."""
+        total, d = feats.shape
+        dev, store = feats.device, feats.dtype
         ratio = float(self.config["coreset_ratio"])
         n_keep = max(1, int(round(total * ratio)))
         if ratio >= 1.0 or n_keep >= total:
@@ -301,22 +324,7 @@ class PatchCore(AnomalyModel):
             idx = _coreset(reduced.contiguous(), n_keep, int(self.config["seed"]))
             del reduced
             bank = feats[idx].float()
-        del feats
-        self.memory_bank = bank.contiguous()
-        self.bank_neighbors = self._neighbor_table(self.memory_bank)
-        self.config["bank_size"] = int(self.memory_bank.shape[0])
-
-        stats: Dict[str, Any] = {
-            "n_train": n_train,
-            "bank_size": int(self.memory_bank.shape[0]),
-            "n_patches": int(total),
-            "embedding_dim": int(d),
-            "grid": list(self.grid),
-        }
-        if val is not None and len(val) > 0:
-            stats.update(self._val_statistics(val, dev, progress))
-        self.statistics = stats
-        return stats
+        return bank
 
     def _neighbor_table(self, bank: torch.Tensor) -> torch.Tensor:
         b = min(int(self.config["num_neighbors"]), bank.shape[0])
