@@ -46,6 +46,76 @@ def _prepare(op: str, **arrays: Any):
 # pro: per-region-overlap curve and AUPRO (csrc/pro)
 # ----------------------------------------------------------------------------------------------
 
+from typing import NamedTuple as _NamedTuple
+
+
+class ProCurve(_NamedTuple):
+    """PRO curve (host NumPy float64 arrays, also for CUDA inputs) and the normalised AUPRO.
+
+    fpr[0], pro[0], thresholds[0] = 0, 0, +inf; then one point per distinct score, high to low.
+    """
+
+    fpr: np.ndarray
+    pro: np.ndarray
+    thresholds: np.ndarray
+    aupro: float
+
+
+def _pro_inputs(anomaly_maps: Any, masks: Any, fpr_limit: float):
+    op = "pro_curve"
+    for name, x in (("anomaly_maps", anomaly_maps), ("masks", masks)):
+        if isinstance(x, (list, tuple)) and len(x) == 0:
+            raise ValueError(f"{op}: argument '{name}' expected a non-empty (N, H, W) array, got an empty {type(x).__name__}")
+    if isinstance(masks, (list, tuple)):
+        masks = np.asarray(masks)
+    arrs, on_cuda, stream = _prepare(op, anomaly_maps=anomaly_maps, masks=masks)
+    maps, masks = arrs["anomaly_maps"], arrs["masks"]
+    if on_cuda:
+        maps = maps.contiguous() if _arrays.is_torch_tensor(maps) else maps
+        masks = masks.contiguous() if _arrays.is_torch_tensor(masks) else masks
+    else:
+        maps, masks = np.ascontiguousarray(maps), np.ascontiguousarray(masks)
+    try:
+        fpr_limit = float(fpr_limit)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: argument 'fpr_limit' expected a float in (0, 1], got {type(fpr_limit).__name__}") from None
+    return maps, masks, fpr_limit, stream
+
+
+def pro_curve(anomaly_maps: Any, masks: Any, fpr_limit: float = 0.3) -> ProCurve:
+    """Exact MVTec AD PRO curve and AUPRO.
+
+    anomaly_maps: (N, H, W) float32/float64 (NumPy, torch CPU/CUDA, CuPy); masks: (N, H, W) bool, or
+    uint8 with values in {0, 1} (0/255 masks are rejected: pass masks > 0), same device. Regions are
+    the 8-connected components of each image's mask; the FPR counts every defect-free pixel of every
+    image. Tied scores form one point. aupro = area under PRO(FPR) on [0, fpr_limit] (PRO linearly
+    interpolated at fpr_limit) / fpr_limit. The curve is returned as host NumPy arrays on every
+    device (it has one point per distinct score). Raises ValueError when there is no defect or no
+    defect-free pixel, for non-finite scores and non-binary masks.
+    """
+    maps, masks, fpr_limit, stream = _pro_inputs(anomaly_maps, masks, fpr_limit)
+    shape = tuple(int(s) for s in maps.shape)
+    # One point per distinct score at most, plus the start. np.empty pages are only committed when
+    # written, so the resident memory is the curve's actual size.
+    capacity = int(np.prod(shape)) + 1 if len(shape) == 3 else 1
+    fpr = np.empty(capacity, np.float64)
+    pro = np.empty(capacity, np.float64)
+    thr = np.empty(capacity, np.float64)
+    n, area, _, _ = _C().pro_curve(maps, masks, fpr_limit, fpr, pro, thr, stream)
+    if n < capacity // 2:  # release the unused capacity
+        fpr, pro, thr = fpr[:n].copy(), pro[:n].copy(), thr[:n].copy()
+    else:
+        fpr, pro, thr = fpr[:n], pro[:n], thr[:n]
+    return ProCurve(fpr, pro, thr, float(area))
+
+
+def aupro(anomaly_maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
+    """Normalised AUPRO only (same definition and checks as pro_curve; no curve is stored)."""
+    maps, masks, fpr_limit, stream = _pro_inputs(anomaly_maps, masks, fpr_limit)
+    _, area, _, _ = _C().pro_curve(maps, masks, fpr_limit, None, None, None, stream)
+    return float(area)
+
+
 # ----------------------------------------------------------------------------------------------
 # knn: nearest memory-bank row per query (csrc/knn)
 # ----------------------------------------------------------------------------------------------

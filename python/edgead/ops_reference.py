@@ -10,6 +10,65 @@ import numpy as np
 # pro
 # ----------------------------------------------------------------------------------------------
 
+
+def pro_curve(anomaly_maps, masks, fpr_limit: float = 0.3):
+    """Plain NumPy/SciPy PRO curve and AUPRO: returns (fpr, pro, thresholds, aupro).
+
+    Regions: scipy.ndimage.label with a 3x3 structure (8-connectivity) per image. Scores are sorted
+    once (descending); every pixel of region r contributes 1/(|r| R) to PRO, every defect-free
+    pixel 1/N_normal to FPR; cumulative sums are read at the last pixel of each tie group. The
+    curve starts at (0, 0, +inf); the area is the trapezoid rule up to fpr_limit with PRO linearly
+    interpolated there, divided by fpr_limit.
+    """
+    from scipy import ndimage
+
+    maps = np.asarray(anomaly_maps, dtype=np.float64)
+    gt = np.asarray(masks).astype(bool)
+    if maps.shape != gt.shape or maps.ndim != 3 or maps.size == 0:
+        raise ValueError(f"pro_curve reference: bad shapes {maps.shape} and {gt.shape}")
+    if not np.isfinite(maps).all():
+        raise ValueError("pro_curve reference: 'anomaly_maps' has non-finite values")
+    labels = np.zeros(maps.shape, dtype=np.int64)
+    n_regions = 0
+    for i in range(maps.shape[0]):
+        lab, k = ndimage.label(gt[i], structure=np.ones((3, 3), dtype=int))
+        labels[i] = np.where(lab > 0, lab + n_regions, 0)
+        n_regions += k
+    n_normal = int((~gt).sum())
+    if n_regions == 0 or n_normal == 0:
+        raise ValueError("pro_curve reference: AUPRO undefined (no regions or no normal pixels)")
+    sizes = np.bincount(labels.ravel(), minlength=n_regions + 1).astype(np.float64)
+    flat_scores = maps.ravel()
+    flat_labels = labels.ravel()
+    order = np.argsort(-flat_scores, kind="stable")
+    s = flat_scores[order]
+    lab = flat_labels[order]
+    fp_inc = (lab == 0).astype(np.float64)
+    w = np.zeros(n_regions + 1)
+    w[1:] = 1.0 / sizes[1:]
+    pro_cum = np.cumsum(w[lab]) / n_regions
+    fp_cum = np.cumsum(fp_inc)
+    last = np.ones(s.size, dtype=bool)
+    last[:-1] = s[:-1] != s[1:]
+    fpr = np.concatenate([[0.0], fp_cum[last] / n_normal])
+    pro = np.concatenate([[0.0], pro_cum[last]])
+    thr = np.concatenate([[np.inf], s[last]])
+    return fpr, pro, thr, pro_area(fpr, pro, fpr_limit)
+
+
+def pro_area(fpr, pro, fpr_limit: float) -> float:
+    """Normalised area under a PRO curve up to fpr_limit (PRO interpolated at fpr_limit)."""
+    fpr = np.asarray(fpr, dtype=np.float64)
+    pro = np.asarray(pro, dtype=np.float64)
+    k = int(np.searchsorted(fpr, fpr_limit, side="right"))  # points with fpr <= limit: [0, k)
+    x, y = fpr[:k], pro[:k]
+    if k < fpr.size and x[-1] < fpr_limit:
+        f0, p0, f1, p1 = fpr[k - 1], pro[k - 1], fpr[k], pro[k]
+        x = np.append(x, fpr_limit)
+        y = np.append(y, p0 + (p1 - p0) * (fpr_limit - f0) / (f1 - f0))
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0) / fpr_limit)
+
+
 # ----------------------------------------------------------------------------------------------
 # knn
 # ----------------------------------------------------------------------------------------------
