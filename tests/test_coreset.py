@@ -40,6 +40,15 @@ def test_random_fp16(rng, N, D, n):
     check(x, n)  # reference on the fp16 values upcast to float64
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_clustered(rng, dtype):
+    # Clustered data: most points are skipped by the CPU kernel's triangle-inequality pruning, which
+    # must not change the selection.
+    centres = rng.standard_normal((40, 24)) * 10
+    x = (centres[rng.integers(0, 40, 4000)] + rng.standard_normal((4000, 24)) * 0.3).astype(dtype)
+    check(x, 300, 5)
+
+
 def test_n_equals_N_is_permutation(rng):
     x = rng.standard_normal((60, 5)).astype(np.float32)
     idx = check(x, 60, 4)

@@ -1,6 +1,8 @@
 // Greedy k-center on the CPU: one OpenMP parallel region for the whole selection; per step every
 // thread does distance-to-last-centre + running min + local argmax over its contiguous slice in one
 // pass (AVX-512 when available), then a barrier and a redundant (identical) reduction in every thread.
+// Points provably unaffected by the new centre (triangle inequality, see kPrune) are skipped without
+// reading their features; the selection is identical to the plain loop.
 #include "coreset/coreset.h"
 
 #include <immintrin.h>
@@ -33,62 +35,117 @@ struct Best {
   int64_t i;
 };
 
-// One pass over points [b, e): update min_d2 with the distance to `c` (fp32, D values), return the
-// slice's (max min_d2, lowest index attaining it).
+// |x_r - c|^2, fp32 accumulation (two accumulators, masked tail).
 template <bool FP16>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) Best step_avx512(const void* x, int64_t D, int64_t b, int64_t e,
-                                                             const float* c, float* mind) {
-  Best best{-1.f, -1};
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline float dist2_avx512(const void* x, int64_t r, int64_t D,
+                                                                              const float* c) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   const int64_t full = D / 16 * 16;
-  const __mmask16 tail = (__mmask16)((1u << (D - full)) - 1u);
+  int64_t d = 0;
+  for (; d + 32 <= full; d += 32) {
+    __m512 v0, v1;
+    if (FP16) {
+      const uint16_t* h = static_cast<const uint16_t*>(x) + r * D + d;
+      v0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
+      v1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 16)));
+    } else {
+      const float* f = static_cast<const float*>(x) + r * D + d;
+      v0 = _mm512_loadu_ps(f);
+      v1 = _mm512_loadu_ps(f + 16);
+    }
+    const __m512 t0 = _mm512_sub_ps(v0, _mm512_loadu_ps(c + d));
+    const __m512 t1 = _mm512_sub_ps(v1, _mm512_loadu_ps(c + d + 16));
+    acc0 = _mm512_fmadd_ps(t0, t0, acc0);
+    acc1 = _mm512_fmadd_ps(t1, t1, acc1);
+  }
+  for (; d < full; d += 16) {
+    __m512 v;
+    if (FP16)
+      v = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(x) + r * D + d)));
+    else
+      v = _mm512_loadu_ps(static_cast<const float*>(x) + r * D + d);
+    const __m512 t = _mm512_sub_ps(v, _mm512_loadu_ps(c + d));
+    acc0 = _mm512_fmadd_ps(t, t, acc0);
+  }
+  if (d < D) {
+    const __mmask16 tail = (__mmask16)((1u << (D - d)) - 1u);
+    __m512 v;
+    if (FP16)
+      v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail, static_cast<const uint16_t*>(x) + r * D + d));
+    else
+      v = _mm512_maskz_loadu_ps(tail, static_cast<const float*>(x) + r * D + d);
+    const __m512 t = _mm512_sub_ps(v, _mm512_maskz_loadu_ps(tail, c + d));
+    acc1 = _mm512_fmadd_ps(t, t, acc1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+inline float dist2_generic(const void* x, bool fp16, int64_t r, int64_t D, const float* c) {
+  float s = 0.f;
+  for (int64_t d = 0; d < D; ++d) {
+    const float t = elem(x, fp16, r * D + d) - c[d];
+    s += t * t;
+  }
+  return s;
+}
+
+// Exact pruning (triangle inequality): a point whose nearest centre so far is a (min_d2 = m) cannot get
+// closer to the new centre c when |c - c_a|^2 >= 4 m (then |x - c| >= |c - c_a| - |x - c_a| >= sqrt(m)).
+// kPrune = 4 * 1.01 leaves a 1% margin on the squared distances for float32 rounding, so a skipped
+// point's computed distance would have been >= m and left min_d2 unchanged: the result is identical
+// to the unpruned loop. Helps clustered (real) features; uniform high-dimensional noise prunes little.
+constexpr float kPrune = 4.04f;
+
+struct StepCtx {
+  const void* x;
+  int64_t D;
+  const float* c;        // current centre, fp32
+  int32_t pos;           // its position in the selection
+  float* mind;           // (N,) min squared distance to the selection
+  int32_t* asg;          // (N,) selection position of the nearest centre, -1 = none
+  const int64_t* sel;    // selection so far (this thread's copy)
+  float* cc;             // (n,) |c - centre_a|^2, valid where stamp[a] == pos (thread-local cache)
+  int32_t* stamp;
+};
+
+// One pass over points [b, e): update min_d2 with the distance to the current centre, return the
+// slice's (max min_d2, lowest index attaining it).
+template <class Dist>
+inline Best step_points(const StepCtx& k, int64_t b, int64_t e, Dist dist2) {
+  Best best{-1.f, -1};
   for (int64_t i = b; i < e; ++i) {
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    int64_t d = 0;
-    int parity = 0;
-    for (; d < full; d += 16, parity ^= 1) {
-      __m512 v;
-      if (FP16)
-        v = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(x) + i * D + d)));
-      else
-        v = _mm512_loadu_ps(static_cast<const float*>(x) + i * D + d);
-      const __m512 t = _mm512_sub_ps(v, _mm512_loadu_ps(c + d));
-      if (parity)
-        acc1 = _mm512_fmadd_ps(t, t, acc1);
-      else
-        acc0 = _mm512_fmadd_ps(t, t, acc0);
+    float m = k.mind[i];
+    const int32_t a = k.asg[i];
+    bool skip = false;
+    if (a >= 0) {
+      if (k.stamp[a] != k.pos) {
+        k.cc[a] = dist2(k.sel[a]);
+        k.stamp[a] = k.pos;
+      }
+      skip = k.cc[a] >= kPrune * m;
     }
-    if (d < D) {
-      __m512 v;
-      if (FP16)
-        v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail, static_cast<const uint16_t*>(x) + i * D + d));
-      else
-        v = _mm512_maskz_loadu_ps(tail, static_cast<const float*>(x) + i * D + d);
-      const __m512 t = _mm512_sub_ps(v, _mm512_maskz_loadu_ps(tail, c + d));
-      acc1 = _mm512_fmadd_ps(t, t, acc1);
+    if (!skip) {
+      const float d2 = dist2(i);
+      if (d2 < m) {
+        m = d2;
+        k.mind[i] = m;
+        k.asg[i] = k.pos;
+      }
     }
-    const float d2 = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-    const float m = std::min(mind[i], d2);
-    mind[i] = m;
     if (m > best.v) best = {m, i};
   }
   return best;
 }
 
-Best step_generic(const void* x, bool fp16, int64_t D, int64_t b, int64_t e, const float* c, float* mind,
-                  float* row) {
-  Best best{-1.f, -1};
-  for (int64_t i = b; i < e; ++i) {
-    for (int64_t d = 0; d < D; ++d) row[d] = elem(x, fp16, i * D + d);
-    float s = 0.f;
-    for (int64_t d = 0; d < D; ++d) {
-      const float t = row[d] - c[d];
-      s += t * t;
-    }
-    const float m = std::min(mind[i], s);
-    mind[i] = m;
-    if (m > best.v) best = {m, i};
-  }
-  return best;
+template <bool FP16>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) Best step_avx512(const StepCtx& k, int64_t b, int64_t e) {
+  return step_points(k, b, e, [&](int64_t r) __attribute__((target("avx512f,avx512bw,avx512vl"))) {
+    return dist2_avx512<FP16>(k.x, r, k.D, k.c);
+  });
+}
+
+Best step_generic(const StepCtx& k, bool fp16, int64_t b, int64_t e) {
+  return step_points(k, b, e, [&](int64_t r) { return dist2_generic(k.x, fp16, r, k.D, k.c); });
 }
 
 }  // namespace
@@ -110,6 +167,7 @@ int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64
   if (!finite) return CORESET_NONFINITE;
 
   std::vector<float> mind(size_t(N), kInf);
+  std::vector<int32_t> asg(size_t(N), -1);
   out_idx[0] = start;
   if (out_dist) out_dist[0] = kInf;
   if (n <= 1) return CORESET_OK;
@@ -119,16 +177,19 @@ int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64
 
   auto body = [&](int64_t tid, int64_t nt) {  // nt <= T threads actually running
     const int64_t b = N * tid / nt, e = N * (tid + 1) / nt;
-    std::vector<float> c(static_cast<size_t>(D)), row(static_cast<size_t>(D));
-    int64_t cur = start;
+    std::vector<float> c(static_cast<size_t>(D)), cc(static_cast<size_t>(n));
+    std::vector<int32_t> stamp(static_cast<size_t>(n), -1);
+    std::vector<int64_t> sel(static_cast<size_t>(n));
+    sel[0] = start;
     for (int64_t s = 1; s < n; ++s) {
+      const int64_t cur = sel[size_t(s - 1)];
       for (int64_t d = 0; d < D; ++d) c[size_t(d)] = elem(x, fp16, cur * D + d);
+      const StepCtx ctx{x, D, c.data(), int32_t(s - 1), mind.data(), asg.data(), sel.data(), cc.data(), stamp.data()};
       Best best;
       if (avx512)
-        best = fp16 ? step_avx512<true>(x, D, b, e, c.data(), mind.data())
-                    : step_avx512<false>(x, D, b, e, c.data(), mind.data());
+        best = fp16 ? step_avx512<true>(ctx, b, e) : step_avx512<false>(ctx, b, e);
       else
-        best = step_generic(x, fp16, D, b, e, c.data(), mind.data(), row.data());
+        best = step_generic(ctx, fp16, b, e);
       slots[size_t((s & 1) * T + tid)] = best;
 #ifdef EDGEAD_WITH_OPENMP
 #pragma omp barrier
@@ -138,7 +199,7 @@ int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64
         const Best& o = slots[size_t((s & 1) * T + t)];
         if (o.i >= 0 && o.v > g.v) g = o;
       }
-      cur = g.i;
+      sel[size_t(s)] = g.i;
       if (tid == 0) {
         out_idx[s] = g.i;
         if (out_dist) out_dist[s] = std::sqrt(g.v);

@@ -48,10 +48,11 @@ __global__ void init_kernel(float* __restrict__ mind, long long N, long long* __
 }
 
 template <class T>
-__device__ __forceinline__ float row_dist2(const T* __restrict__ xi, const T* __restrict__ xc, long long D, int lane) {
+__device__ __forceinline__ float row_dist2(const T* __restrict__ xi, const T* __restrict__ xc, long long D, int lane,
+                                          bool pairs) {
   float s = 0.f;
   if constexpr (sizeof(T) == 2) {
-    if ((D & 1) == 0) {
+    if (pairs) {  // D even and a 4-byte aligned base: every row starts on a half2
       const __half2* a = reinterpret_cast<const __half2*>(xi);
       const __half2* c = reinterpret_cast<const __half2*>(xc);
       for (long long j = lane; j < D / 2; j += 32) {
@@ -86,12 +87,13 @@ __global__ void __launch_bounds__(THREADS) step_kernel(const T* __restrict__ x, 
   __shared__ bool last;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const long long cur = idx[s - 1];
+  const bool pairs = (D % 2 == 0) && (reinterpret_cast<uintptr_t>(x) % 4 == 0);
   const T* xc = x + cur * D;
   float bv = -1.f;
   long long bi = -1;
   const long long total_warps = (long long)gridDim.x * WARPS;
   for (long long i = (long long)blockIdx.x * WARPS + warp; i < N; i += total_warps) {
-    const float d2 = row_dist2(x + i * D, xc, D, lane);
+    const float d2 = row_dist2(x + i * D, xc, D, lane, pairs);
     const float m = fminf(mind[i], d2);
     if (lane == 0) mind[i] = m;
     if (m > bv) {  // ascending i per warp: '>' keeps the lowest index

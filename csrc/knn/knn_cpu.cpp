@@ -205,9 +205,9 @@ int knn_cpu(const void* queries, const void* bank, bool fp16, const float* bank_
     bn = bn_local.data();
   }
 
-  // Query blocks: a multiple of the thread count, at most ~192 rows each (A block stays in L2).
+  // Query blocks: a multiple of the thread count, at most ~512 rows each (A block stays in L2).
   const int64_t per_thread = cdiv(Q, T);
-  const int64_t nb_target = T * cdiv(per_thread, 192);
+  const int64_t nb_target = T * cdiv(per_thread, 512);
   const int64_t MC = std::max<int64_t>(MR, round_up(cdiv(Q, nb_target), MR));
   const int64_t nqb = cdiv(Q, MC);
   int64_t splits = 1;
