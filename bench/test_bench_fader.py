@@ -6,6 +6,7 @@ network (mask pass + MLP + soft-masked U-Net) + MSGMS post-processing + max scor
 
 Groups: CPU eager torch (model.predict) vs ONNX Runtime (session.run + post_fader.postprocess), for
 FADeR and for the baseline U-Net without FADeR (models/unet_ear.yaml) to show FADeR's cost.
+Both use torch's intra-op thread count (set OMP_NUM_THREADS; on a shared box 1 avoids spin-wait).
 CUDA cases (marked cuda, skipped without a GPU; target <= 2 ms on an H100) time LOOP back-to-back
 inferences plus one synchronize per round; extra_info['per_call_ms'] = median / LOOP:
 eager fp32, fp16 channels-last network replayed from a CUDA graph, and TensorRT fp16 through the
@@ -54,6 +55,7 @@ def onnx_session(model, tmp_path, providers=("CPUExecutionProvider",)):
                           dynamic_axes={n: {0: "batch"} for n in ["image"] + names})
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = torch.get_num_threads()  # same thread budget as eager torch
     return ort.InferenceSession(path, opts, providers=list(providers))
 
 
