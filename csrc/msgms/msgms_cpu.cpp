@@ -21,10 +21,17 @@ inline int64_t clampi(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : 
 // Rows-per-task grain so that small images do not fan out over threads for nothing.
 inline int64_t row_grain(int64_t width) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, width)); }
 
-}  // namespace
+// parallel_for when `par`, else a plain serial call (used inside a batch-parallel region).
+template <class F>
+inline void pfor(bool par, int64_t n, int64_t grain, F&& f) {
+  if (par) parallel_for(n, grain, f);
+  else if (n > 0) f(int64_t(0), n);
+}
 
-int msgms_cpu(const void* xv, const void* yv, bool half, int64_t B, int64_t C, int64_t H, int64_t W,
-              int S, float c, int k, float* out) {
+// The whole pipeline for B images; `par` = spread each stage over the OpenMP threads (3 parallel
+// regions: GMS of all scales, combine + horizontal box, vertical box), else run serially.
+int msgms_images(const void* xv, const void* yv, bool half, int64_t B, int64_t C, int64_t H, int64_t W,
+                 int S, float c, int k, float* out, bool par) {
   const int64_t plane = H * W;
   const int64_t n0 = B * C * plane;
 
@@ -37,7 +44,7 @@ int msgms_cpu(const void* xv, const void* yv, bool half, int64_t B, int64_t C, i
     y32.resize(n0);
     const uint16_t* xh = static_cast<const uint16_t*>(xv);
     const uint16_t* yh = static_cast<const uint16_t*>(yv);
-    parallel_for(n0, 1 << 15, [&](int64_t b, int64_t e) {
+    pfor(par, n0, 1 << 15, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         x32[i] = half_to_float(xh[i]);
         y32[i] = half_to_float(yh[i]);
@@ -70,7 +77,7 @@ int msgms_cpu(const void* xv, const void* yv, bool half, int64_t B, int64_t C, i
     float* dy = py[s].data();
     const float* sx = lx[s - 1];
     const float* sy = ly[s - 1];
-    parallel_for(B * C * h, row_grain(w), [&](int64_t rb, int64_t re) {
+    pfor(false, B * C * h, row_grain(w), [&](int64_t rb, int64_t re) {  // cheap: serial, no barrier
       for (int64_t r = rb; r < re; ++r) {
         const int64_t bc = r / h, yy = r % h;
         const float* ax0 = sx + bc * hp * wp + (2 * yy) * wp;
@@ -90,25 +97,32 @@ int msgms_cpu(const void* xv, const void* yv, bool half, int64_t B, int64_t C, i
     ly[s] = dy;
   }
 
-  // (2) fused gradient + GMS + channel mean per scale.
+  // (2) fused gradient + GMS + channel mean, all scales in one parallel loop over (scale, row).
   std::vector<std::vector<float>> gms(S);
+  std::vector<int64_t> row_begin(S + 1, 0);
+  for (int s = 0; s < S; ++s) {
+    gms[s].resize(B * Hs[s] * Ws[s]);
+    row_begin[s + 1] = row_begin[s] + B * Hs[s];
+  }
   std::atomic<int> bad{0};
   const float third = 1.0f / 3.0f;
   const float invC = 1.0f / static_cast<float>(C);
-  for (int s = 0; s < S; ++s) {
-    const int64_t h = Hs[s], w = Ws[s];
-    gms[s].resize(B * h * w);
-    float* g = gms[s].data();
-    const float* sx = lx[s];
-    const float* sy = ly[s];
-    const bool check = (s == 0);
-    parallel_for(B * h, row_grain(w * C), [&](int64_t rb, int64_t re) {
-      std::vector<float> buf(4 * (w + 2));
+  pfor(par, row_begin[S], row_grain(W * C), [&](int64_t tb, int64_t te) {
+    std::vector<float> buf(4 * (W + 2));
+    for (int64_t t = tb; t < te; ++t) {
+      int s = 0;
+      while (t >= row_begin[s + 1]) ++s;
+      const int64_t r = t - row_begin[s];
+      const int64_t h = Hs[s], w = Ws[s];
+      float* g = gms[s].data();
+      const float* sx = lx[s];
+      const float* sy = ly[s];
+      const bool check = (s == 0);
       float* vx = buf.data();          // column sums of 3 rows, padded by one on each side
       float* dxr = vx + (w + 2);       // row difference (up - down), padded
       float* vy = dxr + (w + 2);
       float* dyr = vy + (w + 2);
-      for (int64_t r = rb; r < re; ++r) {
+      {
         const int64_t b = r / h, yy = r % h;
         const int64_t ym = yy > 0 ? yy - 1 : 0, yp = yy < h - 1 ? yy + 1 : h - 1;
         float* acc = g + r * w;
@@ -157,8 +171,8 @@ int msgms_cpu(const void* xv, const void* yv, bool half, int64_t B, int64_t C, i
         if (C > 1)
           for (int64_t i = 0; i < w; ++i) acc[i] *= invC;
       }
-    });
-  }
+    }
+  });
   const int status = bad.load();
   if (status != 0) return status;
 
@@ -199,7 +213,7 @@ int msgms_cpu(const void* xv, const void* yv, bool half, int64_t B, int64_t C, i
   const float invS = 1.0f / static_cast<float>(S);
   std::vector<float> hbuf(k > 1 ? B * plane : 0);
   float* hb = k > 1 ? hbuf.data() : out;
-  parallel_for(B * H, row_grain(W * S), [&](int64_t rb, int64_t re) {
+  pfor(par, B * H, row_grain(W * S), [&](int64_t rb, int64_t re) {
     std::vector<float> rowbuf(W + 2 * R + W);
     float* padded = rowbuf.data();    // A row with R replicated values on each side
     float* tmp = padded + W + 2 * R;  // vertical interpolation of one scale's row (<= W wide)
@@ -246,7 +260,7 @@ int msgms_cpu(const void* xv, const void* yv, bool half, int64_t B, int64_t C, i
   const float inv_area = 1.0f / static_cast<float>(k * k);
   const int64_t chunk = 32;
   const int64_t nchunks = (H + chunk - 1) / chunk;
-  parallel_for(B * nchunks, 1, [&](int64_t tb, int64_t te) {
+  pfor(par, B * nchunks, 1, [&](int64_t tb, int64_t te) {
     std::vector<float> col(W);
     for (int64_t t = tb; t < te; ++t) {
       const int64_t b = t / nchunks, y0 = (t % nchunks) * chunk, y1 = std::min(H, y0 + chunk);
@@ -269,6 +283,28 @@ int msgms_cpu(const void* xv, const void* yv, bool half, int64_t B, int64_t C, i
     }
   });
   return 0;
+}
+
+}  // namespace
+
+int msgms_cpu(const void* xv, const void* yv, bool half, int64_t B, int64_t C, int64_t H, int64_t W,
+              int S, float c, int k, float* out) {
+  // Several images: one parallel region over the batch, each thread runs whole images serially
+  // (no barriers, cache-local working set). One image: each stage is spread over the threads.
+  if (B < 2) return msgms_images(xv, yv, half, B, C, H, W, S, c, k, out, true);
+  const int64_t item = (half ? 2 : 4) * C * H * W;
+  std::atomic<int> status{0};
+  parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int st = msgms_images(static_cast<const char*>(xv) + b * item, static_cast<const char*>(yv) + b * item,
+                                  half, 1, C, H, W, S, c, k, out + b * H * W, false);
+      if (st != 0) {
+        int z = 0;
+        status.compare_exchange_strong(z, st);
+      }
+    }
+  });
+  return status.load();
 }
 
 }  // namespace edgead

@@ -1,5 +1,5 @@
 // FADeR soft mask on the CPU (definition: softmask.h). Per image: min/max of the predictions and the
-// mask at feature resolution (small), then one multithreaded pass over (batch, channel, row).
+// mask at feature resolution (small), then one multithreaded pass over the (batch, channel) planes.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -102,19 +102,18 @@ int64_t softmask_cpu(const void* pred, bool pred_half, const void* features, boo
   });
   if (bad.load() >= 0) return bad.load();
 
-  const int64_t rows = B * C * Hs;
-  parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, Ws)), [&](int64_t rb, int64_t re) {
-    for (int64_t r = rb; r < re; ++r) {
-      const int64_t b = r / (C * Hs), Y = r % Hs;
-      const float* m = mask.data() + b * plane + Y * Ws;
+  // One contiguous (Hs * Ws) plane per task: f * mask over the plane vectorises.
+  parallel_for(B * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, plane)), [&](int64_t pb, int64_t pe) {
+    for (int64_t q = pb; q < pe; ++q) {
+      const float* m = mask.data() + (q / C) * plane;
       if (feat_half) {
-        const uint16_t* f = static_cast<const uint16_t*>(features) + r * Ws;
-        uint16_t* o = static_cast<uint16_t*>(out) + r * Ws;
-        for (int64_t X = 0; X < Ws; ++X) o[X] = float_to_half(half_to_float(f[X]) * m[X]);
+        const uint16_t* f = static_cast<const uint16_t*>(features) + q * plane;
+        uint16_t* o = static_cast<uint16_t*>(out) + q * plane;
+        for (int64_t i = 0; i < plane; ++i) o[i] = float_to_half(half_to_float(f[i]) * m[i]);
       } else {
-        const float* f = static_cast<const float*>(features) + r * Ws;
-        float* o = static_cast<float*>(out) + r * Ws;
-        for (int64_t X = 0; X < Ws; ++X) o[X] = f[X] * m[X];
+        const float* f = static_cast<const float*>(features) + q * plane;
+        float* o = static_cast<float*>(out) + q * plane;
+        for (int64_t i = 0; i < plane; ++i) o[i] = f[i] * m[i];
       }
     }
   });
