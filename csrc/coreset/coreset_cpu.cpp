@@ -106,6 +106,8 @@ struct StepCtx {
   const int64_t* sel;    // selection so far (this thread's copy)
   float* cc;             // (n,) |c - centre_a|^2, valid where stamp[a] == pos (thread-local cache)
   int32_t* stamp;
+  bool prune;            // try the pruning test this step
+  int64_t* skipped;      // out: points skipped
 };
 
 // One pass over points [b, e): update min_d2 with the distance to the current centre, return the
@@ -113,17 +115,19 @@ struct StepCtx {
 template <class Dist>
 inline Best step_points(const StepCtx& k, int64_t b, int64_t e, Dist dist2) {
   Best best{-1.f, -1};
+  int64_t skipped = 0;
   for (int64_t i = b; i < e; ++i) {
     float m = k.mind[i];
     const int32_t a = k.asg[i];
     bool skip = false;
-    if (a >= 0) {
+    if (k.prune && a >= 0) {
       if (k.stamp[a] != k.pos) {
         k.cc[a] = dist2(k.sel[a]);
         k.stamp[a] = k.pos;
       }
       skip = k.cc[a] >= kPrune * m;
     }
+    skipped += skip;
     if (!skip) {
       const float d2 = dist2(i);
       if (d2 < m) {
@@ -134,6 +138,7 @@ inline Best step_points(const StepCtx& k, int64_t b, int64_t e, Dist dist2) {
     }
     if (m > best.v) best = {m, i};
   }
+  *k.skipped = skipped;
   return best;
 }
 
@@ -181,15 +186,22 @@ int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64
     std::vector<int32_t> stamp(static_cast<size_t>(n), -1);
     std::vector<int64_t> sel(static_cast<size_t>(n));
     sel[0] = start;
+    // Pruning costs a centre-centre distance per referenced centre; where it skips < 10% of the
+    // points (uniform high-dimensional data) it is switched off and re-tried every 32 steps.
+    bool prune = true;
+    int64_t skipped = 0;
     for (int64_t s = 1; s < n; ++s) {
+      if (s % 32 == 0) prune = true;
       const int64_t cur = sel[size_t(s - 1)];
       for (int64_t d = 0; d < D; ++d) c[size_t(d)] = elem(x, fp16, cur * D + d);
-      const StepCtx ctx{x, D, c.data(), int32_t(s - 1), mind.data(), asg.data(), sel.data(), cc.data(), stamp.data()};
+      const StepCtx ctx{x, D, c.data(), int32_t(s - 1), mind.data(), asg.data(), sel.data(), cc.data(), stamp.data(),
+                         prune, &skipped};
       Best best;
       if (avx512)
         best = fp16 ? step_avx512<true>(ctx, b, e) : step_avx512<false>(ctx, b, e);
       else
         best = step_generic(ctx, fp16, b, e);
+      if (prune && skipped * 10 < e - b) prune = false;
       slots[size_t((s & 1) * T + tid)] = best;
 #ifdef EDGEAD_WITH_OPENMP
 #pragma omp barrier
