@@ -53,6 +53,8 @@ SHAPES = [  # Q, M, D, k
     (130, 700, 129, 8),
     (5, 40, 1537, 3),
     (200, 520, 64, 64),
+    (1, 300, 5, 200),  # each thread's bank range holds fewer than k rows
+    (2, 257, 4, 257),  # k = M with split bank ranges
 ]
 
 
