@@ -290,8 +290,12 @@ int msgms_images(const void* xv, const void* yv, bool half, int64_t B, int64_t C
 int msgms_cpu(const void* xv, const void* yv, bool half, int64_t B, int64_t C, int64_t H, int64_t W,
               int S, float c, int k, float* out) {
   // Several images: one parallel region over the batch, each thread runs whole images serially
-  // (no barriers, cache-local working set). One image: each stage is spread over the threads.
-  if (B < 2) return msgms_images(xv, yv, half, B, C, H, W, S, c, k, out, true);
+  // (no barriers, cache-local working set). One large image: each stage is spread over the threads.
+  // A single small image (< kParallelPixels values, ~1 ms serial) runs serially: waking a second
+  // thread for three short regions gains little and costs a scheduler slice per region on a
+  // loaded machine.
+  constexpr int64_t kParallelPixels = int64_t(1) << 18;
+  if (B < 2) return msgms_images(xv, yv, half, B, C, H, W, S, c, k, out, C * H * W >= kParallelPixels);
   const int64_t item = (half ? 2 : 4) * C * H * W;
   std::atomic<int> status{0};
   parallel_for(B, 1, [&](int64_t b0, int64_t b1) {

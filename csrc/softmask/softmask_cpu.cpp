@@ -102,8 +102,9 @@ int64_t softmask_cpu(const void* pred, bool pred_half, const void* features, boo
   });
   if (bad.load() >= 0) return bad.load();
 
-  // One contiguous (Hs * Ws) plane per task: f * mask over the plane vectorises.
-  parallel_for(B * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, plane)), [&](int64_t pb, int64_t pe) {
+  // One contiguous (Hs * Ws) plane per task: f * mask over the plane vectorises. Memory-bound, so
+  // threads only for > 2^19 values (a U-Net skip map of a 256x256 image runs serially).
+  parallel_for(B * C, std::max<int64_t>(1, (int64_t(1) << 19) / std::max<int64_t>(1, plane)), [&](int64_t pb, int64_t pe) {
     for (int64_t q = pb; q < pe; ++q) {
       const float* m = mask.data() + (q / C) * plane;
       if (feat_half) {
