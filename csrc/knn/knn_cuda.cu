@@ -1,4 +1,5 @@
-// knn on CUDA. Simple and deliberately obvious (SIMT, fp32 accumulation; fp16 inputs are upcast on load):
+// knn on CUDA. Simple and deliberately obvious (fp32 accumulation; fp32 inputs on the SIMT cores, fp16
+// inputs on the tensor cores through WMMA on sm_70+, else upcast on load to the SIMT kernel):
 //   1. row squared norms (one warp per row) for the queries, and for the bank unless given;
 //   2. tiled distance kernel: a block owns 64 queries and one contiguous range of bank tiles ("split"
 //      over bank rows, so batch-1 inputs still fill the GPU); per 64x64 tile it accumulates q.b over D
@@ -9,10 +10,12 @@
 // The Q x M matrix never exists; temporaries are O(splits * Q * k).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <algorithm>
 #include <cfloat>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/cuda_check.cuh"
 #include "knn/knn.h"
@@ -46,6 +49,26 @@ __global__ void sq_norms_kernel(const T* __restrict__ x, long long N, long long 
   }
   for (int o = 16; o > 0; o /= 2) s += __shfl_down_sync(0xffffffffu, s, o);
   if (lane == 0) out[warp] = s;
+}
+
+// Folds one tile row of BM squared distances (bank rows m0..m0+BM, in ascending order) into a sorted
+// top-k list; '<' keeps the lowest index on ties. Out-of-range columns hold +inf and never enter.
+__device__ __forceinline__ void fold_row(const float* row, float* td, long long* ti, int k, long long m0) {
+  float worst = td[k - 1];
+  for (int c = 0; c < BM; ++c) {
+    const float d2 = row[c];
+    if (d2 < worst) {
+      int pos = k - 1;
+      while (pos > 0 && td[pos - 1] > d2) {
+        td[pos] = td[pos - 1];
+        ti[pos] = ti[pos - 1];
+        --pos;
+      }
+      td[pos] = d2;
+      ti[pos] = m0 + c;
+      worst = td[k - 1];
+    }
+  }
 }
 
 template <class T>
@@ -114,25 +137,7 @@ __global__ void __launch_bounds__(THREADS) knn_tile_kernel(const T* __restrict__
         S[r][c] = d2;
       }
     __syncthreads();
-    if (tid < BQ) {
-      float* td = topd + tid * k;
-      long long* ti = topi + tid * k;
-      float worst = td[k - 1];
-      for (int c = 0; c < BM; ++c) {
-        const float d2 = S[tid][c];
-        if (d2 < worst) {  // ascending bank index within the block: '<' keeps the lowest index on ties
-          int pos = k - 1;
-          while (pos > 0 && td[pos - 1] > d2) {
-            td[pos] = td[pos - 1];
-            ti[pos] = ti[pos - 1];
-            --pos;
-          }
-          td[pos] = d2;
-          ti[pos] = m0 + c;
-          worst = td[k - 1];
-        }
-      }
-    }
+    if (tid < BQ) fold_row(&S[tid][0], topd + tid * k, topi + tid * k, k, m0);
   }
   __syncthreads();
   for (int e = tid; e < BQ * k; e += THREADS) {
@@ -143,6 +148,90 @@ __global__ void __launch_bounds__(THREADS) knn_tile_kernel(const T* __restrict__
       part_i[o] = topi[e];
     }
   }
+}
+
+// fp16 inputs: the same block structure, with q.b on the tensor cores (WMMA 16x16x16, fp16 inputs,
+// fp32 accumulation). 8 warps; warp w owns output rows 16*(w/2).. and columns 32*(w%2).. (2 fragments).
+// Shared tiles are row-major [row][KB + 8] halves (the pad keeps ldm a multiple of 8 and staggers banks);
+// the bank tile read as col_major is exactly bank^T. Dot products go to S, then become distances.
+constexpr int KB = 32, KBP = KB + 8, SP = BM + 4;
+
+__global__ void __launch_bounds__(THREADS) knn_tile_wmma_kernel(const __half* __restrict__ Qm,
+                                                                const __half* __restrict__ Bm,
+                                                                const float* __restrict__ qn,
+                                                                const float* __restrict__ bn, long long Q, long long M,
+                                                                long long D, int k, long long tiles_per_split,
+                                                                float* __restrict__ part_d,
+                                                                long long* __restrict__ part_i) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  using namespace nvcuda;
+  __shared__ __align__(32) __half As[BQ][KBP];
+  __shared__ __align__(32) __half Bs[BM][KBP];
+  __shared__ __align__(32) float S[BQ][SP];
+  extern __shared__ unsigned char smem_raw[];
+  float* topd = reinterpret_cast<float*>(smem_raw);
+  long long* topi = reinterpret_cast<long long*>(smem_raw + sizeof(long long) * ((BQ * k + 1) / 2));
+
+  const int tid = threadIdx.x, warp = tid / 32;
+  const int wr = 16 * (warp / 2), wc = 32 * (warp % 2);
+  const long long q0 = (long long)blockIdx.x * BQ;
+  const long long split = blockIdx.y;
+  const long long btiles = (M + BM - 1) / BM;
+  const long long t_begin = split * tiles_per_split;
+  const long long t_end = min(btiles, t_begin + tiles_per_split);
+  const __half zero = __float2half(0.f);
+
+  for (int i = tid; i < BQ * k; i += THREADS) {
+    topd[i] = __int_as_float(0x7f800000);
+    topi[i] = -1;
+  }
+
+  for (long long t = t_begin; t < t_end; ++t) {
+    const long long m0 = t * BM;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc0, acc1;
+    wmma::fill_fragment(acc0, 0.f);
+    wmma::fill_fragment(acc1, 0.f);
+    for (long long d0 = 0; d0 < D; d0 += KB) {
+      __syncthreads();
+      for (int e = tid; e < BQ * KB; e += THREADS) {
+        const int r = e / KB, kk = e % KB;
+        const long long qrow = q0 + r, brow = m0 + r, d = d0 + kk;
+        As[r][kk] = (qrow < Q && d < D) ? Qm[qrow * D + d] : zero;
+        Bs[r][kk] = (brow < M && d < D) ? Bm[brow * D + d] : zero;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int kk = 0; kk < KB; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b0, b1;
+        wmma::load_matrix_sync(a, &As[wr][kk], KBP);
+        wmma::load_matrix_sync(b0, &Bs[wc][kk], KBP);
+        wmma::load_matrix_sync(b1, &Bs[wc + 16][kk], KBP);
+        wmma::mma_sync(acc0, a, b0, acc0);
+        wmma::mma_sync(acc1, a, b1, acc1);
+      }
+    }
+    wmma::store_matrix_sync(&S[wr][wc], acc0, SP, wmma::mem_row_major);
+    wmma::store_matrix_sync(&S[wr][wc + 16], acc1, SP, wmma::mem_row_major);
+    __syncthreads();
+    for (int e = tid; e < BQ * BM; e += THREADS) {
+      const int r = e / BM, c = e % BM;
+      const long long qrow = q0 + r, brow = m0 + c;
+      S[r][c] = (qrow < Q && brow < M) ? fmaxf(qn[qrow] + bn[brow] - 2.f * S[r][c], 0.f) : __int_as_float(0x7f800000);
+    }
+    __syncthreads();
+    if (tid < BQ) fold_row(&S[tid][0], topd + tid * k, topi + tid * k, k, m0);
+  }
+  __syncthreads();
+  for (int e = tid; e < BQ * k; e += THREADS) {
+    const long long qrow = q0 + e / k;
+    if (qrow < Q) {
+      const long long o = (split * Q + qrow) * k + e % k;
+      part_d[o] = topd[e];
+      part_i[o] = topi[e];
+    }
+  }
+#endif
 }
 
 // One block per query: merge `splits` sorted lists, refine the k winners' distances, sort, write.
@@ -245,10 +334,24 @@ void knn_cuda_impl(const T* Qm, const T* Bm, const float* bank_sq_norms, long lo
     bn = bn_tmp;
   }
   const size_t smem = sizeof(long long) * ((BQ * k + 1) / 2) + sizeof(long long) * BQ * k;
-  EDGEAD_CUDA_CHECK(cudaFuncSetAttribute(knn_tile_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   dim3 grid((unsigned)qtiles, (unsigned)splits);
-  knn_tile_kernel<T><<<grid, THREADS, smem, s>>>(Qm, Bm, qn, bn, Q, M, D, k, tiles_per_split, part_d, part_i);
-  EDGEAD_CUDA_CHECK_LAUNCH();
+  int major = 0;
+  EDGEAD_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  bool launched = false;
+  if constexpr (std::is_same<T, __half>::value) {
+    if (major >= 7) {  // tensor cores
+      EDGEAD_CUDA_CHECK(
+          cudaFuncSetAttribute(knn_tile_wmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      knn_tile_wmma_kernel<<<grid, THREADS, smem, s>>>(Qm, Bm, qn, bn, Q, M, D, k, tiles_per_split, part_d, part_i);
+      EDGEAD_CUDA_CHECK_LAUNCH();
+      launched = true;
+    }
+  }
+  if (!launched) {
+    EDGEAD_CUDA_CHECK(cudaFuncSetAttribute(knn_tile_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    knn_tile_kernel<T><<<grid, THREADS, smem, s>>>(Qm, Bm, qn, bn, Q, M, D, k, tiles_per_split, part_d, part_i);
+    EDGEAD_CUDA_CHECK_LAUNCH();
+  }
   const size_t smem2 = (sizeof(long long) + sizeof(float)) * k + sizeof(int) * splits + 16;
   knn_finish_kernel<T><<<(unsigned)Q, 128, smem2, s>>>(Qm, Bm, Q, D, k, (int)splits, part_d, part_i, out_d, out_i);
   EDGEAD_CUDA_CHECK_LAUNCH();
