@@ -15,4 +15,8 @@ if [ ! -f build/dev/build.ninja ]; then
     -DSKBUILD_PROJECT_VERSION=0.1.0-dev >/dev/null
 fi
 cmake --build build/dev -j2
-cp -f build/dev/_C*.so python/edgead/
+# Replace atomically: overwriting a loaded .so in place crashes running processes.
+for so in build/dev/_C*.so; do
+  cp -f "$so" "python/edgead/.$(basename "$so").tmp"
+  mv -f "python/edgead/.$(basename "$so").tmp" "python/edgead/$(basename "$so")"
+done
