@@ -353,10 +353,23 @@ Result run(const Scalar* scores, const uint8_t* masks, int64_t N, int64_t H, int
     }
     bucket_start[kTopBuckets] = run;
   }
-  BigBuf<Item> sorted(static_cast<size_t>(total));
+  // Items of buckets past last_bucket (area only) are never read: they go to the thread's trash slot
+  // end + t (branch-free), so the buffer holds only the needed items.
+  const int64_t end = bucket_start[last_bucket + 1];
+  const uint32_t last = static_cast<uint32_t>(last_bucket);
+  BigBuf<Item> sorted(static_cast<size_t>(end + T));
   run_threads(T, [&](int t) {
     int64_t* off = hist.data() + size_t(t) * kTopBuckets;
     constexpr int kShift = Item::kKeyBits - kTopBits;
+    Item* out = sorted.p;
+    const int64_t trash = end + t;
+    auto put = [&](const Item& it) {
+      const uint32_t d = static_cast<uint32_t>(it.key() >> kShift);
+      const bool keep = d <= last;
+      const int64_t idx = off[d];
+      off[d] = idx + keep;
+      out[keep ? idx : trash] = it;
+    };
     for (int64_t i = N * t / T; i < N * (t + 1) / T; ++i) {
       const Scalar* s = scores + i * HW;
       const uint8_t* m = masks + i * HW;
@@ -364,14 +377,14 @@ Result run(const Scalar* scores, const uint8_t* masks, int64_t N, int64_t H, int
         if (m[p]) continue;
         Item it;
         it.set(desc_key(s[p]), 0);
-        sorted.p[off[it.key() >> kShift]++] = it;
+        put(it);
       }
       const ImageInfo& in = info[static_cast<size_t>(i)];
       const uint32_t loff = offset[static_cast<size_t>(i)] + 1;
       for (size_t k = 0; k < in.fg_pixel.size(); ++k) {
         Item it;
         it.set(desc_key(s[in.fg_pixel[k]]), static_cast<uint32_t>(in.fg_label[k]) + loff);
-        sorted.p[off[it.key() >> kShift]++] = it;
+        put(it);
       }
     }
   });
@@ -398,7 +411,6 @@ Result run(const Scalar* scores, const uint8_t* masks, int64_t N, int64_t H, int
   }
 
   // 5. Sweep.
-  const int64_t end = bucket_start[last_bucket + 1];
   const double inv_regions = 1.0 / static_cast<double>(res.n_regions);
   if (curve) {
     fpr[0] = 0.0;
@@ -416,7 +428,7 @@ Result run(const Scalar* scores, const uint8_t* masks, int64_t N, int64_t H, int
     const uint32_t lab = it.label();
     if (lab) psum.add(inv[lab - 1]);
     else ++fp;
-    if (i + 1 == total || a[i + 1].key() != it.key()) {
+    if (i + 1 == end || a[i + 1].key() != it.key()) {
       const double f = static_cast<double>(fp) / n_normal;
       const double p = psum.value() * inv_regions;
       area += segment_area(pf, pp, f, p, limit);

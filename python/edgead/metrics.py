@@ -292,8 +292,12 @@ class ProCurve(NamedTuple):
     aupro: float
 
 
-def _maps_masks(anomaly_maps: Any, masks: Any, fn: str):
-    """Host float32/float64 (N,H,W) maps and uint8 {0,1} masks; a single (H,W) pair is promoted."""
+def _maps_masks(anomaly_maps: Any, masks: Any, fn: str, check_values: bool = True):
+    """Host float32/float64 (N,H,W) maps and uint8 {0,1} masks; a single (H,W) pair is promoted.
+
+    check_values=False leaves the finiteness and {0,1} checks of float32/float64 maps and uint8/bool
+    masks to the pro kernel (which makes them anyway, naming the same arguments).
+    """
     if isinstance(anomaly_maps, (list, tuple)) and len(anomaly_maps) == 0:
         raise ValueError(f"{fn}: argument 'anomaly_maps' expected a non-empty (N, H, W) array, got an empty {type(anomaly_maps).__name__}")
     if isinstance(masks, (list, tuple)) and len(masks) == 0:
@@ -314,8 +318,12 @@ def _maps_masks(anomaly_maps: Any, masks: Any, fn: str):
         raise ValueError(f"{fn}: arguments 'anomaly_maps' and 'masks' must have the same shape, got {maps.shape} and {m.shape}")
     if maps.size == 0:
         raise ValueError(f"{fn}: argument 'anomaly_maps' expected a non-empty array, got shape {maps.shape}")
-    m = _labels(m, "masks", fn, ndim=None)
-    if not np.isfinite(maps).all():
+    if check_values or m.dtype not in (np.uint8, np.bool_):
+        m = _labels(m, "masks", fn, ndim=None)
+    else:
+        if m.size == 0:
+            raise ValueError(f"{fn}: argument 'masks' expected a non-empty array, got shape {m.shape}")
+    if check_values and not np.isfinite(maps).all():
         bad = maps[~np.isfinite(maps)][0]
         raise ValueError(f"{fn}: argument 'anomaly_maps' expected finite scores, got {bad}")
     return np.ascontiguousarray(maps), np.ascontiguousarray(m).view(np.uint8)
@@ -325,7 +333,7 @@ def pro_curve(anomaly_maps: Any, masks: Any, fpr_limit: float = 0.3) -> ProCurve
     """Exact MVTec AD PRO curve + normalised AUPRO (see edgead.ops.pro_curve)."""
     from edgead import ops
 
-    maps, m = _maps_masks(anomaly_maps, masks, "pro_curve")
+    maps, m = _maps_masks(anomaly_maps, masks, "pro_curve", check_values=False)
     c = ops.pro_curve(maps, m, _limit(fpr_limit, "pro_curve"))
     return ProCurve(c.fpr, c.pro, c.thresholds, c.aupro)
 
@@ -345,7 +353,7 @@ def aupro(anomaly_maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
     """
     from edgead import ops
 
-    maps, m = _maps_masks(anomaly_maps, masks, "aupro")
+    maps, m = _maps_masks(anomaly_maps, masks, "aupro", check_values=False)
     return ops.aupro(maps, m, _limit(fpr_limit, "aupro"))
 
 
