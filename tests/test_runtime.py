@@ -90,6 +90,15 @@ def make_tiny_artifact(path, export=True):
     return path, model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread (as tests/test_patchcore.py): 2 shared cores, and no two OpenMP pools fighting."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _standin_post():
     from edgead.runtime import postprocess as pp
@@ -273,7 +282,20 @@ def test_resolve_threshold():
         resolve_threshold(THRESHOLDS, "image", "youden")
     with pytest.raises(ValueError, match="ambiguous"):
         resolve_threshold({"candidates": {"image": {"fpr_0.01": 1, "fpr_0.05": 2}}}, "image", "fpr")
-    with pytest.raises(ValueError, match="no default image threshold"):
+    flat = {"image": 1.0, "pixel": 2.0, "candidates": {"val_image_max": 3.0, "val_image_q0.995": 1.0, "image_f1": 4.0,
+                                                       "image_fpr0.005": 5.0, "pixel_f1": 6.0, "pixel_fpr0.005": 7.0,
+                                                       "val_pixel_q0.995": 2.0}}  # edgead.pipeline's layout
+    assert resolve_threshold(flat, "image", "f1") == 4.0
+    assert resolve_threshold(flat, "image", "fpr") == 5.0
+    assert resolve_threshold(flat, "image", "fpr0.005") == 5.0
+    assert resolve_threshold(flat, "image", "image_fpr0.005") == 5.0
+    assert resolve_threshold(flat, "image", "val_max") == 3.0
+    assert resolve_threshold(flat, "image", "val_q0.995") == 1.0
+    assert resolve_threshold(flat, "pixel", "fpr") == 7.0
+    assert resolve_threshold(flat, "pixel", None) == 2.0
+    with pytest.raises(ValueError, match="no pixel threshold candidate"):
+        resolve_threshold({"image": 1.0, "candidates": {"image_f1": 4.0}}, "pixel", "f1")
+    with pytest.raises(ValueError, match="no active image threshold"):
         resolve_threshold({}, "image", "default")
     with pytest.raises(ValueError, match="finite"):
         resolve_threshold(THRESHOLDS, "image", float("nan"))
@@ -415,3 +437,93 @@ def test_onnxruntime_cuda(tiny):  # pragma: no cover - GPU only
     ref = Detector.load(tiny[0], backend="onnxruntime", device="cpu")(imgs)
     got = Detector.load(tiny[0], backend="onnxruntime", device="cuda")(imgs)
     _close(got.anomaly_maps, ref.anomaly_maps, 1e-3, 1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# real models: every backend here against the PyTorch model's predict (skips models not landed)
+# ----------------------------------------------------------------------------------------------
+def _textures(n, seed, size=64):
+    rng = np.random.default_rng(seed)
+    tile = np.random.default_rng(123).integers(0, 256, (16, 16, 3)).astype(np.float32)
+    out = []
+    for _ in range(n):
+        dy, dx = rng.integers(0, 16, size=2)
+        img = np.tile(np.roll(tile, (dy, dx), (0, 1)), (size // 16, size // 16, 1))
+        img = img + 8 * rng.standard_normal(img.shape)
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def _build_real(model_type):
+    """A tiny real model on 64x64 images (random init; PatchCore is fitted: it needs a memory bank)."""
+    import warnings
+
+    from edgead.models import get_model_class
+
+    try:
+        cls = get_model_class(model_type)
+    except (ImportError, AttributeError) as e:
+        pytest.skip(f"{model_type} not importable yet: {e}")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if model_type == "patchcore":
+            from edgead import ops
+
+            if not (hasattr(ops, "knn") and hasattr(ops, "coreset")):
+                pytest.skip("edgead.ops.knn/coreset not built")
+            model = cls(dict(backbone="resnet18", allow_random=True, layers=["layer1", "layer2"], image_size=[64, 64],
+                             coreset_ratio=0.25, num_neighbors=3, embedding_dim=48, batch_size=8,
+                             mean=[0.5] * 3, std=[0.25] * 3))
+            pre = model.preprocessing()
+            stats = model.fit(torch.from_numpy(pre.batch(list(_textures(6, 1)))), progress=False) or {}
+        elif model_type == "fader":
+            model = cls({"image_size": [64, 64], "widths": [4, 8, 8, 16, 16], "mosaic_scale": 8, "mlp_hidden": 16,
+                         "seed": 0})
+            stats = {}
+        else:  # efficientad, puad: small PDN, few channels
+            model = cls({"image_size": [64, 64], "out_channels": 8, "size": "S"})
+            stats = {}
+    return model.eval(), stats
+
+
+REAL_TYPES = ["patchcore", "efficientad", "puad", "fader"]
+
+
+@pytest.fixture(scope="module", params=REAL_TYPES)
+def real(request, tmp_path_factory):
+    from edgead.runtime import postprocess as pp
+
+    model, stats = _build_real(request.param)
+    try:
+        pp.get_postprocessor(request.param)
+    except NotImplementedError as e:
+        pytest.skip(str(e))
+    path = str(tmp_path_factory.mktemp("real") / request.param)
+    save_artifact(path, model.model_type, model.artifact_config(), model.preprocessing().to_dict(),
+                  model.artifact_tensors(), thresholds=THRESHOLDS, statistics=stats)
+    from edgead.export.onnx import export_onnx
+
+    export_onnx(path)  # through edgead.models.load_model: the artifact round trip is part of the test
+    return path, model
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_real_model_backend_parity(real, backend):
+    path, model = real
+    from edgead.runtime import postprocess as pp
+
+    pp.unregister("fader")  # the real FADeR post-processing, not the stand-in's
+    imgs = _textures(2, 7)
+    pre = model.preprocessing()
+    x = pre.batch(list(imgs))
+    with torch.no_grad():
+        ref_s, ref_m = (t.numpy() for t in model.predict(torch.from_numpy(x)))
+    det = Detector.load(path, backend=backend, device="cpu")
+    s, m = det.infer_preprocessed(x)
+    assert m.shape == ref_m.shape, (m.shape, ref_m.shape)
+    _close(s, ref_s)
+    _close(m, ref_m)
+    res = det(imgs)
+    _close(res.scores, ref_s)
+    assert res.anomaly_maps.shape == (2, 64, 64)

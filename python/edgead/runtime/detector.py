@@ -9,13 +9,15 @@ by ``edgead export <artifact>`` (edgead.export.export_onnx); the TensorRT backen
 (built on the target GPU by ``edgead export <artifact> --format tensorrt``; built on demand here when
 the builder is installed).
 
-Thresholds are data in the artifact's ``thresholds``::
+Thresholds are data in the artifact's ``thresholds`` (written by edgead.pipeline train / eval)::
 
-    {"image": float, "pixel": float,
-     "candidates": {"image": {"f1": .., "fpr_0.005": ..}, "pixel": {"f1": .., ...}}}
+    {"image": float, "pixel": float, "source": str,
+     "candidates": {"image_f1": .., "image_fpr0.005": .., "val_image_q0.995": .., "pixel_f1": .., ...}}
 
-``threshold=None`` uses ``thresholds["image"]``; a string picks a candidate (``"fpr"`` matches the one
-candidate whose name starts with ``fpr``); a number is used as is. Same for ``pixel_threshold``. When
+(the nested layout ``"candidates": {"image": {"f1": ..}, "pixel": {..}}`` is read too).
+``threshold=None`` uses ``thresholds["image"]``; a string picks a candidate by its short name
+(``"f1"``, ``"fpr"`` = the one candidate starting with ``fpr``, ``"fpr0.005"``, ``"val_q0.995"``,
+``"val_max"``) or its full key; a number is used as is. Same for ``pixel_threshold``. When
 no threshold is known, labels / masks are None.
 
 Thread safety: a Detector may be called from several threads at once (pre/post are stateless; the
@@ -89,8 +91,36 @@ class BatchResult:
         return f"BatchResult(n={len(self)}, scores={np.array2string(self.scores, precision=4, threshold=8)})"
 
 
+def _candidates(thresholds: Dict[str, Any], kind: str) -> Dict[str, float]:
+    """Candidate thresholds of one kind, in either layout the artifact may hold:
+
+    nested  ``{"candidates": {"image": {"f1": .., "fpr_0.005": ..}, "pixel": {..}}}``
+    flat    ``{"candidates": {"image_f1": .., "image_fpr0.005": .., "val_image_q0.995": .., "pixel_f1": ..}}``
+            (edgead.pipeline), exposed as "f1", "fpr0.005", "val_q0.995", ... and under the full key.
+    """
+    cands = (thresholds or {}).get("candidates") or {}
+    out: Dict[str, float] = {}
+    nested = cands.get(kind)
+    if isinstance(nested, dict):
+        out.update({str(k): v for k, v in nested.items()})
+    for key, v in cands.items():
+        if isinstance(v, dict) or not isinstance(key, str):
+            continue
+        if key.startswith(kind + "_"):
+            out[key[len(kind) + 1:]] = v
+            out[key] = v
+        elif key.startswith("val_" + kind + "_"):
+            out["val_" + key[len(kind) + 5:]] = v
+            out[key] = v
+    return out
+
+
 def resolve_threshold(thresholds: Dict[str, Any], kind: str, spec: Union[None, str, float]) -> Optional[float]:
-    """The image or pixel threshold (`kind`) from the artifact's thresholds dict and a user spec."""
+    """The image or pixel threshold (`kind`) from the artifact's thresholds dict and a user spec.
+
+    None: the artifact's active ``thresholds[kind]`` (None when absent); a number: itself; a name:
+    a candidate ("f1", "fpr" -> the one candidate starting with "fpr", "fpr0.005", "val_q0.995", ...).
+    """
     if kind not in ("image", "pixel"):
         raise ValueError(f"resolve_threshold: kind expected 'image' or 'pixel', got {kind!r}")
     thresholds = thresholds or {}
@@ -107,21 +137,23 @@ def resolve_threshold(thresholds: Dict[str, Any], kind: str, spec: Union[None, s
         return v
     if not isinstance(spec, str):
         raise TypeError(f"{arg}: expected None, a candidate name or a number, got {type(spec).__name__}")
-    if spec in ("default", kind):
-        if kind not in thresholds:
-            raise ValueError(f"{arg}={spec!r}: the artifact has no default {kind} threshold")
+    if spec in ("default", "active", kind):
+        if thresholds.get(kind) is None:
+            raise ValueError(f"{arg}={spec!r}: the artifact has no active {kind} threshold")
         return float(thresholds[kind])
-    cands = (thresholds.get("candidates") or {}).get(kind) or {}
+    cands = _candidates(thresholds, kind)
     if spec in cands:
         return float(cands[spec])
-    matches = [k for k in cands if k.startswith(spec + "_") or k.startswith(spec + "@")]
+    short = sorted(k for k in cands if not k.startswith(kind + "_") and not k.startswith("val_" + kind + "_"))
+    sep = lambda c: c in "_@." or c.isdigit()  # noqa: E731  "fpr" matches "fpr0.005" / "fpr_0.005", not "fprx"
+    matches = [k for k in short if k.startswith(spec) and len(k) > len(spec) and sep(k[len(spec)])]
     if len(matches) == 1:
         return float(cands[matches[0]])
     if len(matches) > 1:
-        raise ValueError(f"{arg}={spec!r} is ambiguous: the artifact has {kind} candidates {sorted(matches)}")
+        raise ValueError(f"{arg}={spec!r} is ambiguous: the artifact has {kind} candidates {matches}")
     raise ValueError(
         f"{arg}={spec!r}: the artifact has no {kind} threshold candidate of that name; "
-        f"available: {sorted(cands) or 'none'} (or pass a number)"
+        f"available: {short or 'none'} (or pass a number; `edgead eval` adds f1 / fpr candidates)"
     )
 
 

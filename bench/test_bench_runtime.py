@@ -1,0 +1,71 @@
+"""Runtime latency per backend with pytest-benchmark, on a tiny stand-in artifact (32x32 conv net).
+
+    pytest bench/test_bench_runtime.py --benchmark-json bench/results/runtime.json
+
+CPU backends here; CUDA variants (torch on CUDA, onnxruntime CUDA, TensorRT fp16) are marked cuda
+and skip without a GPU / without tensorrt. For real models use `edgead bench <artifact>`.
+"""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytest_benchmark")
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+
+from test_runtime import TinyModel, make_tiny_artifact, standin_post  # noqa: E402
+
+from edgead.runtime import Detector  # noqa: E402
+from edgead.runtime import postprocess as pp  # noqa: E402
+
+try:
+    import edgead
+
+    HAS_CUDA = edgead.cuda_available()
+except Exception:  # pragma: no cover
+    HAS_CUDA = False
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    pp.register("fader", standin_post)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield make_tiny_artifact(str(tmp_path_factory.mktemp("bench") / "tiny"))
+    torch.set_num_threads(n)
+    pp.unregister("fader")
+
+
+CASES = [
+    ("onnxruntime", "cpu", None),
+    ("torch", "cpu", None),
+    pytest.param("onnxruntime", "cuda", None, marks=pytest.mark.cuda),
+    pytest.param("torch", "cuda", "fp16", marks=pytest.mark.cuda),
+    pytest.param("tensorrt", "cuda", "fp16", marks=pytest.mark.cuda),
+]
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("backend,device,precision", CASES)
+def test_detector_latency(benchmark, tiny, backend, device, precision, batch):
+    if backend == "tensorrt":
+        pytest.importorskip("tensorrt")
+    if device == "cuda" and not HAS_CUDA:
+        pytest.skip("no GPU")
+    path, model = tiny
+    det = Detector.load(path, backend=backend, device=device, precision=precision,
+                        model=TinyModel() if backend == "torch" else None)
+    images = np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), dtype=np.uint8)
+    stages = {"pre": [], "network": [], "post": []}
+    det.add_timing_hook(lambda stage, s, n: stages[stage].append(s))
+    det(images)  # warm-up (CUDA graphs / TensorRT context creation)
+    res = benchmark(det, images)
+    assert res.scores.shape == (batch,)
+    benchmark.extra_info.update({
+        "backend": backend, "device": device, "precision": precision or "fp32", "batch": batch,
+        **{f"{k}_median_s": float(np.median(v)) for k, v in stages.items() if v},
+    })
