@@ -27,7 +27,7 @@ def check(x, n, start=0):
 
 @pytest.mark.parametrize("N,D,n,start", [
     (1, 1, 1, 0), (2, 3, 2, 1), (50, 1, 10, 0), (200, 3, 40, 7), (300, 17, 30, 299),
-    (500, 128, 50, 0), (257, 129, 20, 3), (5000, 32, 40, 11),  # 5000: both threads' slices
+    (500, 128, 50, 0), (257, 129, 20, 3), (10000, 32, 40, 11),  # 10000 x 32: parallel, both threads' slices
 ])
 def test_random_fp32(rng, N, D, n, start):
     x = rng.standard_normal((N, D)).astype(np.float32)

@@ -49,12 +49,12 @@ SHAPES = [  # Q, M, D, k
     (1, 5, 3, 5),
     (7, 50, 3, 5),
     (33, 300, 17, 1),
-    (1, 600, 33, 4),  # Q=1: the bank is split across threads and merged
+    (1, 40000, 128, 4),  # Q=1, big enough to go parallel: the bank is split across threads and merged
     (130, 700, 129, 8),
     (5, 40, 1537, 3),
     (200, 520, 64, 64),
-    (1, 300, 5, 200),  # each thread's bank range holds fewer than k rows
-    (2, 257, 4, 257),  # k = M with split bank ranges
+    (1, 3000, 1400, 2000),  # each thread's bank range holds fewer than k rows
+    (2, 1100, 2000, 1100),  # k = M with split bank ranges
 ]
 
 
@@ -107,12 +107,13 @@ def test_ties_lowest_index():
 
 @pytest.mark.parametrize("Q", [1, 3, 40])
 def test_ties_across_bank_splits(Q):
-    # 1000 identical bank rows: ties everywhere, also across the threads' bank ranges (Q=1 splits).
-    b = np.tile(np.array([[1.0, 2.0, 3.0]], np.float32), (1000, 1))
-    q = np.zeros((Q, 3), np.float32)
+    # 100000 identical bank rows: ties everywhere, also across the threads' bank ranges (Q=1 splits;
+    # the problem is large enough for the parallel path).
+    b = np.ones((100000, 48), np.float32)
+    q = np.zeros((Q, 48), np.float32)
     dist, idx = ops.knn(q, b, 7)
     np.testing.assert_array_equal(idx, np.tile(np.arange(7), (Q, 1)))
-    np.testing.assert_allclose(dist, np.sqrt(14.0), rtol=1e-6)
+    np.testing.assert_allclose(dist, np.sqrt(48.0), rtol=1e-6)
 
 
 def test_duplicate_bank_rows(rng):

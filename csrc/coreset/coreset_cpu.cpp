@@ -176,7 +176,8 @@ int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64
   out_idx[0] = start;
   if (out_dist) out_dist[0] = kInf;
   if (n <= 1) return CORESET_OK;
-  const int64_t T = std::max<int64_t>(1, std::min<int64_t>(cpu_threads(), N / 1024 + 1));
+  // One thread for small inputs: every step ends in a barrier, which a loaded machine makes expensive.
+  const int64_t T = N * D < (int64_t(1) << 18) ? 1 : std::max<int64_t>(1, std::min<int64_t>(cpu_threads(), N / 1024 + 1));
   std::vector<Best> slots(size_t(2 * T));
   const bool avx512 = has_avx512bw();
 

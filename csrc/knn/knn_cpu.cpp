@@ -183,7 +183,7 @@ inline void topk_insert(float* td, int64_t* ti, int k, float d, int64_t idx) {
 }  // namespace
 
 void sq_norms_cpu(const void* x, bool fp16, int64_t N, int64_t D, float* out) {
-  parallel_for(N, 256, [&](int64_t b, int64_t e) {
+  parallel_for(N, std::max<int64_t>(256, (int64_t(1) << 18) / (D + 1)), [&](int64_t b, int64_t e) {
     std::vector<float> tmp(fp16 ? D : 0);
     for (int64_t r = b; r < e; ++r) {
       const float* v = row_f32(x, fp16, r, D, tmp.data());
@@ -196,7 +196,8 @@ void sq_norms_cpu(const void* x, bool fp16, int64_t N, int64_t D, float* out) {
 
 int knn_cpu(const void* queries, const void* bank, bool fp16, const float* bank_sq_norms, int64_t Q, int64_t M,
             int64_t D, int k, float* out_dist, int64_t* out_idx) {
-  const int64_t T = cpu_threads();
+  // Small problems run on one thread: on a loaded machine a parallel region costs a scheduler slice.
+  const int64_t T = (double(Q) * double(M) * double(D) < double(1 << 22)) ? 1 : cpu_threads();
   std::vector<float> bn_local;
   const float* bn = bank_sq_norms;
   if (!bn) {
@@ -266,7 +267,7 @@ int knn_cpu(const void* queries, const void* bank, bool fp16, const float* bank_
   if (status != KNN_OK) return status;
 
   // Merge the bank splits, then recompute the winners' distances directly (float64) and re-sort.
-  parallel_for(Q, 16, [&](int64_t b, int64_t e) {
+  parallel_for(Q, std::max<int64_t>(16, (int64_t(1) << 18) / (int64_t(k) * D + 1)), [&](int64_t b, int64_t e) {
     std::vector<float> qtmp(D), btmp(D), td(k);
     std::vector<int64_t> ti(k);
     std::vector<std::pair<double, int64_t>> fin(k);
