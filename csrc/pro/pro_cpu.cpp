@@ -393,8 +393,10 @@ Result run(const Scalar* scores, const uint8_t* masks, int64_t N, int64_t H, int
   // 4. Sort every needed bucket on the remaining bits.
   {
     const int64_t nb = last_bucket + 1;
+    const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(cpu_threads(), nb)));
+    (void)threads;
 #ifdef EDGEAD_WITH_OPENMP
-#pragma omp parallel num_threads(T)
+#pragma omp parallel num_threads(threads)
 #endif
     {
       std::vector<int64_t> lh;

@@ -333,6 +333,9 @@ def pro_curve(anomaly_maps: Any, masks: Any, fpr_limit: float = 0.3) -> ProCurve
     """Exact MVTec AD PRO curve + normalised AUPRO (see edgead.ops.pro_curve)."""
     from edgead import ops
 
+    if _arrays.is_cuda_array(anomaly_maps) or _arrays.is_cuda_array(masks):  # GPU path, curve comes back on the host
+        c = ops.pro_curve(anomaly_maps, masks, _limit(fpr_limit, "pro_curve"))
+        return ProCurve(c.fpr, c.pro, c.thresholds, c.aupro)
     maps, m = _maps_masks(anomaly_maps, masks, "pro_curve", check_values=False)
     c = ops.pro_curve(maps, m, _limit(fpr_limit, "pro_curve"))
     return ProCurve(c.fpr, c.pro, c.thresholds, c.aupro)
@@ -353,6 +356,8 @@ def aupro(anomaly_maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
     """
     from edgead import ops
 
+    if _arrays.is_cuda_array(anomaly_maps) or _arrays.is_cuda_array(masks):  # GPU path (edgead.ops checks them)
+        return ops.aupro(anomaly_maps, masks, _limit(fpr_limit, "aupro"))
     maps, m = _maps_masks(anomaly_maps, masks, "aupro", check_values=False)
     return ops.aupro(maps, m, _limit(fpr_limit, "aupro"))
 
