@@ -25,6 +25,9 @@ With ``device="cpu"`` the order is onnxruntime (CPU), then torch (CPU).
 Device memory without torch: CuPy when it is importable (outputs stay on the GPU as CuPy arrays),
 else cuda-python's ``cudart`` (``cuda.bindings.runtime``; outputs are copied back to NumPy).
 
+CPU threads: ``threads=N`` (onnxruntime: intra-op threads of the session; torch: torch.set_num_threads,
+process-wide). On a shared or small CPU, 1 thread per process is often much faster than oversubscribing.
+
 Thread safety: ONNX Runtime sessions are safe to call concurrently; TensorRT keeps one execution
 context, stream and set of buffers per thread; the torch backend serialises calls with a lock (its
 CUDA graphs use static buffers).
@@ -330,7 +333,7 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str, device: str = "cpu", intra_op_threads: Optional[int] = None):
+    def __init__(self, onnx_path: str, device: str = "cpu", threads: Optional[int] = None):
         import onnxruntime as ort
 
         if not os.path.isfile(onnx_path):
@@ -349,8 +352,8 @@ class OnnxRuntimeBackend(Backend):
             raise ValueError(f"onnxruntime backend: argument 'device' expected 'cpu' or 'cuda', got {device!r}")
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads:
-            so.intra_op_num_threads = int(intra_op_threads)
+        if threads:
+            so.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(onnx_path, sess_options=so, providers=providers)
         self.device = device
         self.input_name = self.session.get_inputs()[0].name
@@ -386,9 +389,12 @@ class TorchBackend(Backend):
         cuda_graphs: bool = True,
         model=None,
         max_graphs: int = 8,
+        threads: Optional[int] = None,
     ):
         import torch
 
+        if threads:  # process-wide in torch: intra-op threads of every torch computation
+            torch.set_num_threads(int(threads))
         self._torch = torch
         device = device or "cpu"
         if device not in ("cpu", "cuda"):

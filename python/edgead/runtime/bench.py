@@ -3,7 +3,7 @@
 ``cli_bench(args)`` -- args.artifact (one path or a list), args.backend ("all", a name or a list),
 args.batch_sizes (default [1, 32]; a list or "1,32"), args.iterations (default 50), args.out (a
 directory, or a ``.json`` path whose ``.md`` sibling gets the table); optional args.device,
-args.precision, args.warmup, args.image_size.
+args.precision, args.warmup, args.image_size, args.threads (CPU threads per backend).
 
 Each iteration calls ``detector(images)`` on ``batch`` synthetic uint8 RGB images of ``image_size``
 (default: the model's input size, so "pre" is conversion + normalisation only; pass the camera's
@@ -152,7 +152,7 @@ def run_bench(
                 "model": det.model_type, "artifact": os.path.abspath(artifact_dir), "backend": d["backend"],
                 "device": d["device"], "precision": d["precision"], "batch": int(b), "image_size": [int(h), int(w)],
                 "input_size": list(det.preprocessing.size), "iterations": iterations, "warmup": warmup,
-                "samples": samples, "describe": {k: v for k, v in d.items() if isinstance(v, (str, int, float, list, type(None)))},
+                "threads": load_kwargs.get("threads"), "samples": samples, "describe": {k: v for k, v in d.items() if isinstance(v, (str, int, float, list, type(None)))},
             })
     finally:
         det.close()
@@ -229,6 +229,8 @@ def write_markdown(records: List[Dict[str, Any]], path: str, env: Dict[str, Any]
     vers.append(f"edgead._C CUDA build {env.get('edgead_cuda_build')}")
     lines.append("- versions: " + ", ".join(vers))
     lines.append(f"- python {env.get('python')} on {env.get('platform')}")
+    threads = sorted({str(r.get("threads") or "default") for r in records})
+    lines.append(f"- CPU threads per backend: {', '.join(threads)}")
     if command:
         lines.append(f"- command: `{command}`")
     lines += ["", "Milliseconds per call (p50 / p99); `per image` = total p50 / batch.", "",
@@ -281,6 +283,8 @@ def cli_bench(args: Any) -> int:
     iterations = int(getattr(args, "iterations", None) or 50)
     warmup = int(getattr(args, "warmup", None) if getattr(args, "warmup", None) is not None else 3)
     precision = getattr(args, "precision", None)
+    threads = getattr(args, "threads", None)
+    load_kwargs = {"threads": int(threads)} if threads else {}
     image_size = getattr(args, "image_size", None)
     if isinstance(image_size, (int, str)):
         image_size = [int(v) for v in _as_list(image_size, [])]
@@ -297,7 +301,7 @@ def cli_bench(args: Any) -> int:
         for name in names:
             try:
                 records += run_bench(art, name, batch_sizes=batch_sizes, iterations=iterations, warmup=warmup,
-                                     device=device, precision=precision, image_size=image_size)
+                                     device=device, precision=precision, image_size=image_size, **load_kwargs)
             except Exception as e:  # one backend failing must not lose the others' numbers
                 failures.append(f"{art} on {name}: {type(e).__name__}: {e}")
                 print(f"edgead bench: skipped {name} for {art}: {type(e).__name__}: {e}", file=sys.stderr)
