@@ -36,8 +36,7 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch

@@ -15,7 +15,7 @@ The artifact's bank is cached on the artifact object (float32, C-contiguous) on 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Mapping, Tuple
 
 import cv2
 import numpy as np
