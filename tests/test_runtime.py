@@ -141,7 +141,7 @@ def test_runtime_import_and_onnxruntime_detector_do_not_import_torch(tiny):
     path, _ = tiny
     code = textwrap.dedent(f"""
         import sys, numpy as np
-        import edgead.runtime
+        import edgead.runtime, edgead.runtime.bench, edgead.export
         from edgead.runtime import Detector, postprocess
         def post(outputs, artifact):
             maps = outputs["amap"][:, 0]
@@ -505,6 +505,14 @@ def real(request, tmp_path_factory):
     from edgead.export.onnx import export_onnx
 
     export_onnx(path)  # through edgead.models.load_model: the artifact round trip is part of the test
+    if request.param == "patchcore":  # no memory bank / (B, N, M) distance matrix in the graph
+        import onnx
+
+        from edgead.export.onnx import check_no_distance_matrix
+
+        bank = model.artifact_tensors()["memory_bank"]
+        proto = onnx.load(os.path.join(path, "model.onnx"))
+        check_no_distance_matrix(proto, int(bank.shape[0]), int(bank.shape[1]))
     return path, model
 
 
