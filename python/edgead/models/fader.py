@@ -582,10 +582,9 @@ class FADeR(AnomalyModel):
 
     # --- artifact -------------------------------------------------------------------------------
     def artifact_config(self) -> Dict[str, Any]:
+        """JSON config. Mask callables are never stored (no pickle): pass them again to from_artifact."""
         cfg = dict(self.config)
-        if isinstance(cfg.get("mask_artifact"), str) or cfg.get("mask_artifact") is None:
-            pass
-        else:
+        if not (cfg.get("mask_artifact") is None or isinstance(cfg["mask_artifact"], str)):
             cfg["mask_artifact"] = None
         return cfg
 
