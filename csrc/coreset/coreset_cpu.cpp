@@ -3,9 +3,13 @@
 // pass (AVX-512 when available), then a barrier and a redundant (identical) reduction in every thread.
 // Points provably unaffected by the new centre (triangle inequality, see kPrune) are skipped without
 // reading their features; the selection is identical to the plain loop.
+// The AVX-512 path is compiled only on x86; elsewhere (aarch64: Jetson) the generic path is used and
+// has_avx512bw() is constant false.
 #include "coreset/coreset.h"
 
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -21,10 +25,14 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
+#if defined(__x86_64__) || defined(__i386__)
 bool has_avx512bw() {
   static const bool v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
   return v;
 }
+#else
+constexpr bool has_avx512bw() { return false; }
+#endif
 
 inline float elem(const void* x, bool fp16, int64_t i) {
   return fp16 ? half_to_float(static_cast<const uint16_t*>(x)[i]) : static_cast<const float*>(x)[i];
@@ -35,6 +43,7 @@ struct Best {
   int64_t i;
 };
 
+#if defined(__x86_64__) || defined(__i386__)
 // |x_r - c|^2, fp32 accumulation (two accumulators, masked tail).
 template <bool FP16>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) inline float dist2_avx512(const void* x, int64_t r, int64_t D,
@@ -79,6 +88,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline float dist2_avx512(c
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
+#endif
 
 inline float dist2_generic(const void* x, bool fp16, int64_t r, int64_t D, const float* c) {
   float s = 0.f;
@@ -142,12 +152,14 @@ inline Best step_points(const StepCtx& k, int64_t b, int64_t e, Dist dist2) {
   return best;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
 template <bool FP16>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) Best step_avx512(const StepCtx& k, int64_t b, int64_t e) {
   return step_points(k, b, e, [&](int64_t r) __attribute__((target("avx512f,avx512bw,avx512vl"))) {
     return dist2_avx512<FP16>(k.x, r, k.D, k.c);
   });
 }
+#endif
 
 Best step_generic(const StepCtx& k, bool fp16, int64_t b, int64_t e) {
   return step_points(k, b, e, [&](int64_t r) { return dist2_generic(k.x, fp16, r, k.D, k.c); });
@@ -179,7 +191,7 @@ int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64
   // One thread for small inputs: every step ends in a barrier, which a loaded machine makes expensive.
   const int64_t T = N * D < (int64_t(1) << 18) ? 1 : std::max<int64_t>(1, std::min<int64_t>(cpu_threads(), N / 1024 + 1));
   std::vector<Best> slots(size_t(2 * T));
-  const bool avx512 = has_avx512bw();
+  [[maybe_unused]] const bool avx512 = has_avx512bw();
 
   auto body = [&](int64_t tid, int64_t nt) {  // nt <= T threads actually running
     const int64_t b = N * tid / nt, e = N * (tid + 1) / nt;
@@ -198,9 +210,11 @@ int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64
       const StepCtx ctx{x, D, c.data(), int32_t(s - 1), mind.data(), asg.data(), sel.data(), cc.data(), stamp.data(),
                          prune, &skipped};
       Best best;
+#if defined(__x86_64__) || defined(__i386__)
       if (avx512)
         best = fp16 ? step_avx512<true>(ctx, b, e) : step_avx512<false>(ctx, b, e);
       else
+#endif
         best = step_generic(ctx, fp16, b, e);
       if (prune && skipped * 10 < e - b) prune = false;
       slots[size_t((s & 1) * T + tid)] = best;

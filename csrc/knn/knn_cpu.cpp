@@ -2,9 +2,13 @@
 // MR queries x NR bank rows, AVX-512 when the CPU has it) fused with a running per-query top-k, so the
 // Q x M distance matrix never exists: only an (MC x NC) tile per thread. OpenMP over query blocks
 // (and, when there are fewer query blocks than threads, over bank ranges merged at the end).
+// x86 SIMD paths (F16C, AVX2, AVX-512) are compiled only on x86; elsewhere (aarch64: Jetson) the
+// scalar/generic paths are used and the has_*() helpers are constant false.
 #include "knn/knn.h"
 
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -28,17 +32,20 @@ inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ---- fp16/fp32 row -> fp32 -------------------------------------------------------------------
+#if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx,f16c"))) void half_row_f16c(const uint16_t* src, int64_t D, float* dst) {
   int64_t d = 0;
   for (; d + 8 <= D; d += 8)
     _mm256_storeu_ps(dst + d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + d))));
   for (; d < D; ++d) dst[d] = half_to_float(src[d]);
 }
+#endif
 
 void half_row_scalar(const uint16_t* src, int64_t D, float* dst) {
   for (int64_t d = 0; d < D; ++d) dst[d] = half_to_float(src[d]);
 }
 
+#if defined(__x86_64__) || defined(__i386__)
 bool has_f16c() {
   static const bool v = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
   return v;
@@ -51,14 +58,21 @@ bool has_avx2() {
   static const bool v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return v;
 }
+#else
+constexpr bool has_f16c() { return false; }
+constexpr bool has_avx512() { return false; }
+constexpr bool has_avx2() { return false; }
+#endif
 
 // Row `r` of an (N, D) fp32/fp16 matrix as fp32: a pointer into `src` (fp32) or into `tmp` (fp16).
 inline const float* row_f32(const void* src, bool fp16, int64_t r, int64_t D, float* tmp) {
   if (!fp16) return static_cast<const float*>(src) + r * D;
   const uint16_t* h = static_cast<const uint16_t*>(src) + r * D;
+#if defined(__x86_64__) || defined(__i386__)
   if (has_f16c())
     half_row_f16c(h, D, tmp);
   else
+#endif
     half_row_scalar(h, D, tmp);
   return tmp;
 }
@@ -105,6 +119,7 @@ bool pack_panels(const void* src, bool fp16, int64_t r0, int64_t rows, int64_t D
 }
 
 // ---- micro-kernels: C[MR x NR] (+)= A_panel^T B_panel over kc ----------------------------------
+#if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx512f"))) void ukr_avx512(int64_t kc, const float* __restrict A, const float* __restrict B,
                                                    float* __restrict C, int64_t ldc, bool accumulate) {
   __m512 c0[MR], c1[MR];
@@ -133,6 +148,7 @@ __attribute__((target("avx512f"))) void ukr_avx512(int64_t kc, const float* __re
     _mm512_storeu_ps(C + i * ldc + 16, c1[i]);
   }
 }
+#endif
 
 #define EDGEAD_KNN_GENERIC_UKR_BODY                                          \
   float c[MR][NR];                                                           \
@@ -147,17 +163,25 @@ __attribute__((target("avx512f"))) void ukr_avx512(int64_t kc, const float* __re
   for (int i = 0; i < MR; ++i)                                               \
     for (int j = 0; j < NR; ++j) C[i * ldc + j] = c[i][j];
 
+#if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx2,fma"))) void ukr_avx2(int64_t kc, const float* __restrict A, const float* __restrict B,
                                                   float* __restrict C, int64_t ldc, bool accumulate) {
   EDGEAD_KNN_GENERIC_UKR_BODY
 }
+#endif
 void ukr_generic(int64_t kc, const float* __restrict A, const float* __restrict B, float* __restrict C, int64_t ldc,
                  bool accumulate) {
   EDGEAD_KNN_GENERIC_UKR_BODY
 }
 
 using Ukr = void (*)(int64_t, const float*, const float*, float*, int64_t, bool);
-Ukr pick_ukr() { return has_avx512() ? ukr_avx512 : (has_avx2() ? ukr_avx2 : ukr_generic); }
+Ukr pick_ukr() {
+#if defined(__x86_64__) || defined(__i386__)
+  return has_avx512() ? ukr_avx512 : (has_avx2() ? ukr_avx2 : ukr_generic);
+#else
+  return ukr_generic;
+#endif
+}
 
 // ---- top-k lists: ascending by (distance, index); index -1 / +inf are empty slots ----------------
 inline bool before(float da, int64_t ia, float db, int64_t ib) {

@@ -14,7 +14,9 @@ namespace edgead {
 namespace {
 
 inline uint16_t float_to_half(float f) {
-#if defined(__FLT16_MAX__)
+// _Float16 in C++ is x86-only in GCC < 13 (__FLT16_MAX__ is predefined on aarch64 all the same), so
+// other architectures (aarch64: Jetson) take the software conversion.
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__FLT16_MAX__)
   _Float16 h = static_cast<_Float16>(f);
   uint16_t bits;
   std::memcpy(&bits, &h, 2);
@@ -29,11 +31,12 @@ inline uint16_t float_to_half(float f) {
   if (x >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
   if (x < 0x38800000u) {                                               // subnormal or zero
     if (x < 0x33000000u) return static_cast<uint16_t>(sign);
+    // |f| = m * 2^(e - 150) = (m >> (126 - e)) half-subnormal units of 2^-24; e in [102, 112].
     const uint32_t e = x >> 23;
     uint32_t m = (x & 0x7fffffu) | 0x800000u;
-    const uint32_t shift = 126 - e;
-    uint32_t half_m = m >> (shift + 14);
-    const uint32_t rem = m & ((1u << (shift + 14)) - 1), mid = 1u << (shift + 13);
+    const uint32_t shift = 126 - e;  // 14..24
+    uint32_t half_m = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1), mid = 1u << (shift - 1);
     if (rem > mid || (rem == mid && (half_m & 1))) ++half_m;
     return static_cast<uint16_t>(sign | half_m);
   }
