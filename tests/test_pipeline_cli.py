@@ -148,3 +148,18 @@ def test_demo_without_weights_offline_stops_clearly(tmp_path, monkeypatch, capsy
     assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 2
     assert "--weights" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "demo" / "data")
+
+
+def test_cli_parser_does_not_import_torch_and_knows_every_command():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from edgead.cli import build_parser; p = build_parser();"
+        "cmds = p._subparsers._group_actions[0].choices;"
+        "assert set(cmds) >= {'train','eval','predict','export','bench','distill-teacher','make-data','demo'}, cmds;"
+        "a = p.parse_args(['export','A','--format','tensorrt','--calibration','D']); assert a.precision is None and a.calibration == 'D';"
+        "b = p.parse_args(['bench','A','--iterations','7','--threads','1']); assert b.iterations == 7 and b.threads == 1;"
+        "assert 'torch' not in sys.modules, 'torch imported by the CLI parser'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

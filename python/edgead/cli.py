@@ -108,6 +108,12 @@ def cmd_bench(a) -> int:
     return int(cli_bench(a) or 0)
 
 
+def cmd_distill(a) -> int:
+    from edgead.models.distill import cli_distill
+
+    return int(cli_distill(a) or 0)
+
+
 def cmd_make_data(a) -> int:
     from edgead.data.synthetic import main_make_data
 
@@ -182,6 +188,23 @@ def cmd_demo(a) -> int:
 # ------------------------------------------------------------------------------------------------
 # parser
 # ------------------------------------------------------------------------------------------------
+def _add_distill_arguments(parser) -> None:
+    """Arguments of `edgead distill-teacher` (edgead.models.distill.cli_distill). Declared here: the parser must not import torch."""
+    parser.add_argument("--backbone", default="wide_resnet50_2", help="resnet18 | wide_resnet50_2 | mobilenet_v2")
+    parser.add_argument("--weights", default=None, help="backbone weights file (or 'imagenet' to download)")
+    parser.add_argument("--images", required=True, help="folder of images to distil on (ImageNet in the paper), searched recursively")
+    parser.add_argument("--out", required=True, help="output .safetensors (a .json sidecar is written next to it)")
+    parser.add_argument("--size", default="S", choices=["S", "M", "s", "m"], help="PDN size")
+    parser.add_argument("--iterations", type=int, default=60000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, nargs="+", default=[256], help="PDN input size: H [W]")
+    parser.add_argument("--layers", nargs="+", default=["layer2", "layer3"])
+    parser.add_argument("--backbone-scale", type=float, default=2.0, help="backbone input = this x the PDN input size")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgead", description="Industrial visual anomaly detection: train, evaluate, deploy.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -224,17 +247,28 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="export an artifact to ONNX / a TensorRT engine")
     ex.add_argument("artifact")
     ex.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
-    ex.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
-    ex.add_argument("--dla-core", type=int, default=None, help="Jetson DLA core for TensorRT")
+    ex.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
+                    help="TensorRT precision (default fp16; ONNX export is always fp32)")
+    ex.add_argument("--dla-core", type=int, default=None, help="Jetson DLA core for TensorRT (GPU fallback on)")
+    ex.add_argument("--calibration", help="folder of normal images for INT8 calibration (required with --precision int8)")
     ex.add_argument("--out", help="output path (default inside the artifact)")
     ex.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="latency / throughput of an artifact on a runtime backend")
     b.add_argument("artifact")
     b.add_argument("--backend", default="auto", help="tensorrt | onnxruntime | torch | auto")
-    b.add_argument("--batch-sizes", default="1", help="comma-separated batch sizes")
-    b.add_argument("--out", help="report file")
+    b.add_argument("--batch-sizes", default="1,32", help="comma-separated batch sizes (default 1,32)")
+    b.add_argument("--iterations", type=int, default=50, help="timed calls per batch size")
+    b.add_argument("--warmup", type=int, default=3, help="untimed calls first")
+    b.add_argument("--threads", type=int, default=None, help="CPU threads per backend (default: the library's)")
+    b.add_argument("--device", default=None, help="cuda or cpu (default: cuda when usable)")
+    b.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None, help="GPU precision")
+    b.add_argument("--out", help="report folder, or a .json path (a .md table is written beside it)")
     b.set_defaults(func=cmd_bench)
+
+    dt = sub.add_parser("distill-teacher", help="distil an EfficientAD/PUAD teacher PDN from a pretrained backbone")
+    _add_distill_arguments(dt)
+    dt.set_defaults(func=cmd_distill)
 
     md = sub.add_parser("make-data", help="generate a large synthetic SEM-like dataset (MVTec layout)")
     try:

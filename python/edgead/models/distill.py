@@ -26,7 +26,7 @@ with p=0.1 (paper). At the end the teacher's per-channel output mean and std ove
     out_path with .json:     size, out_channels, backbone, weights, layers, image_size, backbone_scale,
                              projection, pdn_mean/pdn_std, iterations, batch_size, final_loss, n_images
 
-CLI (`cli_distill(args)`, arguments in `add_distill_arguments(parser)`):
+CLI (`cli_distill(args)`, arguments declared in edgead.cli so that the parser never imports torch):
 
     edgead distill-teacher --backbone mobilenet_v2 --weights ../shared/weights/mobilenet_v2_imagenet.safetensors \
         --images /path/to/imagenet_or_any_images --out teacher_s.safetensors --size S --iterations 60000 \
@@ -46,7 +46,7 @@ from torch import nn
 
 from edgead.models.efficientad import build_pdn, pdn_output_size, _check_size_name
 
-__all__ = ["FeatureTarget", "distill_teacher", "add_distill_arguments", "cli_distill"]
+__all__ = ["FeatureTarget", "distill_teacher", "cli_distill"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -275,25 +275,8 @@ def distill_teacher(
     return meta
 
 
-def add_distill_arguments(parser) -> None:
-    """Arguments of `edgead distill-teacher` (for an argparse sub-parser)."""
-    parser.add_argument("--backbone", default="wide_resnet50_2", help="resnet18 | wide_resnet50_2 | mobilenet_v2")
-    parser.add_argument("--weights", default=None, help="backbone weights file (or 'imagenet' to download)")
-    parser.add_argument("--images", required=True, help="folder of images to distil on (ImageNet in the paper), searched recursively")
-    parser.add_argument("--out", required=True, help="output .safetensors (a .json sidecar is written next to it)")
-    parser.add_argument("--size", default="S", choices=["S", "M", "s", "m"], help="PDN size")
-    parser.add_argument("--iterations", type=int, default=60000)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--image-size", type=int, nargs="+", default=[256], help="PDN input size: H [W]")
-    parser.add_argument("--layers", nargs="+", default=["layer2", "layer3"])
-    parser.add_argument("--backbone-scale", type=float, default=2.0, help="backbone input = this x the PDN input size")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
-
-
 def cli_distill(args) -> int:
-    """Run distill_teacher from parsed `add_distill_arguments` arguments; prints the sidecar; returns 0."""
+    """Run distill_teacher from the parsed `edgead distill-teacher` arguments; prints the sidecar; returns 0."""
     isz = list(args.image_size)
     meta = distill_teacher(
         backbone=args.backbone,
