@@ -27,7 +27,6 @@ from edgead.models.base import AnomalyModel  # noqa: E402
 from edgead.runtime import BatchResult, Detector, ExportMissingError, Result, postprocess, resolve_threshold  # noqa: E402
 from edgead.runtime import backends as rb  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRE = {"size": [32, 32], "channels": 3, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "linear"}
 THRESHOLDS = {"image": 0.5, "pixel": 0.4,
               "candidates": {"image": {"f1": 0.5, "fpr_0.005": 0.9}, "pixel": {"f1": 0.4, "fpr_0.005": 0.8}}}
@@ -154,8 +153,8 @@ def test_runtime_import_and_onnxruntime_detector_do_not_import_torch(tiny):
         assert not bad, bad
         print("OK")
     """)
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    # The installed edgead (a source checkout's python/ has no built _C in CI).
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
 
 

@@ -21,8 +21,10 @@ from typing import List, Optional
 
 __all__ = ["main", "build_parser", "find_mobilenet_weights"]
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RECIPES_DIR = os.path.join(_REPO, "models")
+_PKG = os.path.dirname(os.path.abspath(__file__))
+_REPO = os.path.dirname(os.path.dirname(_PKG))
+# Recipes: the repository's models/ folder, installed into the wheel as edgead/recipes/ (CMakeLists.txt).
+RECIPES_DIRS = [d for d in (os.path.join(_PKG, "recipes"), os.path.join(_REPO, "models")) if os.path.isdir(d)]
 MOBILENET_ENV = "EDGEAD_MOBILENET_WEIGHTS"
 MOBILENET_FILE = "mobilenet_v2_imagenet.safetensors"
 
@@ -31,14 +33,16 @@ def _recipe_path(name: str) -> str:
     """A recipe path, or the name of one in the repository's models/ folder (with or without .yaml)."""
     if os.path.isfile(name):
         return name
-    for cand in (os.path.join(RECIPES_DIR, name), os.path.join(RECIPES_DIR, name + ".yaml")):
-        if os.path.isfile(cand):
-            return cand
-    raise FileNotFoundError(f"recipe '{name}' not found (neither a file nor a name in {RECIPES_DIR})")
+    for d in RECIPES_DIRS:
+        for cand in (os.path.join(d, name), os.path.join(d, name + ".yaml")):
+            if os.path.isfile(cand):
+                return cand
+    raise FileNotFoundError(f"recipe '{name}' not found (neither a file nor a name in {RECIPES_DIRS})")
 
 
 def find_mobilenet_weights(explicit: Optional[str] = None) -> Optional[str]:
-    """--weights, else $EDGEAD_MOBILENET_WEIGHTS, else ../shared/weights next to the repository; None if absent."""
+    """--weights, else $EDGEAD_MOBILENET_WEIGHTS, else ../shared/weights next to the repository (source checkout)
+    or next to the working directory; None if absent."""
     if explicit:
         if not os.path.isfile(explicit):
             raise FileNotFoundError(f"--weights: file '{explicit}' does not exist")
@@ -48,8 +52,11 @@ def find_mobilenet_weights(explicit: Optional[str] = None) -> Optional[str]:
         if not os.path.isfile(env):
             raise FileNotFoundError(f"${MOBILENET_ENV} points to '{env}', which does not exist")
         return env
-    cand = os.path.join(os.path.dirname(_REPO), "shared", "weights", MOBILENET_FILE)
-    return cand if os.path.isfile(cand) else None
+    for base in (os.path.dirname(_REPO), os.path.dirname(os.getcwd())):
+        cand = os.path.join(base, "shared", "weights", MOBILENET_FILE)
+        if os.path.isfile(cand):
+            return cand
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
