@@ -18,6 +18,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_cuda)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One torch intra-op thread for the whole suite: the tests run tiny convolutions on 2 shared
+    cores, where OpenMP spin-waiting with 2 threads made steps 10-60x slower. Restored afterwards."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -9,14 +9,6 @@ from edgead.models import backbones  # noqa: E402
 from edgead.models.backbones import build_backbone, default_normalization  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _random(name="resnet18", layers=("layer2", "layer3")):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

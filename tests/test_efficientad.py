@@ -39,15 +39,6 @@ def textures(n, size=64, seed=0, defect=False):
     return torch.tensor(np.stack(out), dtype=torch.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions on a shared 2-core box: OpenMP spin-waiting with 2 threads is 10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_config(**kw):
     cfg = {"image_size": [64, 64], "iterations": 3, "batch_size": 2, "allow_random_teacher": True, "seed": 0}
     cfg.update(kw)

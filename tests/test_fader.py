@@ -28,16 +28,6 @@ TINY = {"image_size": [64, 64], "widths": [4, 8, 8, 16, 16], "mosaic_scale": 8, 
         "batch_size": 4, "pretrain_iters": 2, "fader_iters": 2, "seed": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on a shared 2-core box: one intra-op thread avoids OpenMP spin-wait contention
-    (measured 0.4 s vs 26 s per training step under load). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(**kw):
     cfg = dict(TINY)
     cfg.update(kw)

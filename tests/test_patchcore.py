@@ -17,14 +17,6 @@ pc = pytest.importorskip("edgead.models.patchcore")
 post = pytest.importorskip("edgead.runtime.post_patchcore")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def textures(n, rng, size=64, defect=False):
     """16x16 random tile repeated to size x size + noise; defect = a bright 8x8 square."""
     tile = np.random.default_rng(123).random((16, 16)).astype(np.float32)
@@ -63,7 +55,6 @@ def auroc(scores, labels):
 def fitted():
     if not (hasattr(ops, "knn") and hasattr(ops, "coreset")):
         pytest.skip("edgead.ops.knn/coreset not built yet")
-    torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     train, _ = textures(12, rng)
     val, _ = textures(3, rng)

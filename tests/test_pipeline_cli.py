@@ -16,14 +16,6 @@ from edgead.data.io import write_image  # noqa: E402
 pytestmark = pytest.mark.skipif(not (hasattr(ops, "knn") and hasattr(ops, "coreset")), reason="edgead.ops.knn/coreset missing")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _texture(rng, size=48):
     tile = np.random.default_rng(123).integers(0, 256, (12, 12)).astype(np.float32)
     dy, dx = rng.integers(0, 12, size=2)

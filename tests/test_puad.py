@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from edgead.models.efficientad import EfficientAD  # noqa: E402
 from edgead.models.puad import PUAD, ledoit_wolf, mahalanobis  # noqa: E402
 
-from test_efficientad import _one_thread, onnx_export, textures, tiny_config  # noqa: E402,F401
+from test_efficientad import onnx_export, textures, tiny_config  # noqa: E402,F401
 
 warnings.filterwarnings("ignore", message=".*RANDOM.*")
 

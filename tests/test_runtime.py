@@ -89,15 +89,6 @@ def make_tiny_artifact(path, export=True):
     return path, model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread (as tests/test_patchcore.py): 2 shared cores, and no two OpenMP pools fighting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(autouse=True)
 def _standin_post():
     from edgead.runtime import postprocess as pp
