@@ -208,8 +208,6 @@ def build_engine(
         raise ValueError(f"build_engine: argument 'max_batch' expected >= 1, got {max_batch}")
     if dla_core is not None and precision == "fp32":
         raise ValueError("build_engine: DLA runs fp16 or int8 only; pass precision='fp16' or 'int8' with dla_core")
-    if precision == "int8" and calibration_images is None:
-        raise ValueError("build_engine: precision='int8' needs calibration_images (train images of normal parts)")
     trt = _import_trt()
     from edgead.runtime.backends import cuda_device_info
 
@@ -229,6 +227,10 @@ def build_engine(
         with open(key_path) as f:
             if json.load(f).get("key") == key:
                 return engine_path
+    # only a build needs the calibration data: a cached int8 engine is found without it
+    if precision == "int8" and calibration_images is None:
+        raise ValueError("build_engine: precision='int8' needs calibration_images (train images of normal parts) "
+                         "to build an engine; none is cached for this GPU / TensorRT / batch profile")
 
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
