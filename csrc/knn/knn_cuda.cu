@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <climits>
 #include <cstdint>
+#include <stdexcept>
 #include <type_traits>
 
 #include "common/cuda_check.cuh"
@@ -53,7 +55,9 @@ __global__ void sq_norms_kernel(const T* __restrict__ x, long long N, long long 
 
 // Folds one tile row of BM squared distances (bank rows m0..m0+BM, in ascending order) into a sorted
 // top-k list; '<' keeps the lowest index on ties. Out-of-range columns hold +inf and never enter.
-__device__ __forceinline__ void fold_row(const float* row, float* td, long long* ti, int k, long long m0) {
+// Indices are int32 in shared memory (the host guarantees M <= INT_MAX) so that the top-k lists for k = 64
+// fit next to the static tiles in sm_75's 64 KiB of shared memory per block.
+__device__ __forceinline__ void fold_row(const float* row, float* td, int* ti, int k, long long m0) {
   float worst = td[k - 1];
   for (int c = 0; c < BM; ++c) {
     const float d2 = row[c];
@@ -65,7 +69,7 @@ __device__ __forceinline__ void fold_row(const float* row, float* td, long long*
         --pos;
       }
       td[pos] = d2;
-      ti[pos] = m0 + c;
+      ti[pos] = (int)(m0 + c);
       worst = td[k - 1];
     }
   }
@@ -82,7 +86,7 @@ __global__ void __launch_bounds__(THREADS) knn_tile_kernel(const T* __restrict__
   __shared__ float S[BQ][BM + 1];
   extern __shared__ unsigned char smem_raw[];
   float* topd = reinterpret_cast<float*>(smem_raw);                       // BQ * k
-  long long* topi = reinterpret_cast<long long*>(smem_raw + sizeof(long long) * ((BQ * k + 1) / 2));  // BQ * k
+  int* topi = reinterpret_cast<int*>(smem_raw + sizeof(float) * BQ * k);  // BQ * k
 
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const long long q0 = (long long)blockIdx.x * BQ;
@@ -170,7 +174,7 @@ __global__ void __launch_bounds__(THREADS) knn_tile_wmma_kernel(const __half* __
   __shared__ __align__(32) float S[BQ][SP];
   extern __shared__ unsigned char smem_raw[];
   float* topd = reinterpret_cast<float*>(smem_raw);
-  long long* topi = reinterpret_cast<long long*>(smem_raw + sizeof(long long) * ((BQ * k + 1) / 2));
+  int* topi = reinterpret_cast<int*>(smem_raw + sizeof(float) * BQ * k);
 
   const int tid = threadIdx.x, warp = tid / 32;
   const int wr = 16 * (warp / 2), wc = 32 * (warp % 2);
@@ -310,6 +314,7 @@ void launch_sq_norms(const T* x, long long N, long long D, float* out, cudaStrea
 template <class T>
 void knn_cuda_impl(const T* Qm, const T* Bm, const float* bank_sq_norms, long long Q, long long M, long long D, int k,
                    float* out_d, long long* out_i, cudaStream_t s) {
+  if (M > INT_MAX) throw std::invalid_argument("knn: CUDA bank rows M must be <= 2^31 - 1");
   int dev = 0, sms = 1;
   EDGEAD_CUDA_CHECK(cudaGetDevice(&dev));
   EDGEAD_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -333,7 +338,7 @@ void knn_cuda_impl(const T* Qm, const T* Bm, const float* bank_sq_norms, long lo
     launch_sq_norms(Bm, M, D, bn_tmp, s);
     bn = bn_tmp;
   }
-  const size_t smem = sizeof(long long) * ((BQ * k + 1) / 2) + sizeof(long long) * BQ * k;
+  const size_t smem = (sizeof(float) + sizeof(int)) * BQ * k;  // topd + topi
   dim3 grid((unsigned)qtiles, (unsigned)splits);
   int major = 0;
   EDGEAD_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
