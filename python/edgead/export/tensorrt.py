@@ -1,8 +1,9 @@
 """TensorRT 10 engines from the artifact's ONNX graph (FP32 / FP16 / INT8, optional DLA), cached per GPU.
 
 Written against the TensorRT 10 Python API (``import tensorrt``; on Jetson the JetPack package
-``python3-libnvinfer``). Not exercised in edgead's CI (no GPU, no builder): everything the engine
-consumes -- the ONNX graph and the pre/post-processing -- is verified with ONNX Runtime and torch.
+``python3-libnvinfer``); TensorRT 8.6 (JetPack 6.0) works too: explicit-batch network flag and the
+PROFILE_SHARING_0806 preview feature, both defaults in TRT 10. Not exercised in edgead's CI (no GPU,
+no builder): everything the engine consumes -- the ONNX graph and the pre/post-processing -- is verified with ONNX Runtime and torch.
 
 ``build_engine(onnx_path, precision="fp16")``:
 
@@ -50,24 +51,18 @@ __all__ = ["build_engine", "find_or_build_engine", "engine_key", "EntropyCalibra
 
 
 def tensorrt_available() -> bool:
+    """``import tensorrt`` works and the version is supported (>= 8.6)."""
     try:
-        import tensorrt  # noqa: F401
+        _import_trt()
     except Exception:
         return False
     return True
 
 
 def _import_trt():
-    try:
-        import tensorrt as trt
-    except Exception as e:
-        raise ImportError(
-            "TensorRT is not installed: on x86 `pip install tensorrt` (10.x); on Jetson use JetPack's "
-            "python3-libnvinfer (see docs/jetson.md)"
-        ) from e
-    if int(trt.__version__.split(".")[0]) < 10:
-        raise ImportError(f"edgead needs TensorRT >= 10, found {trt.__version__}")
-    return trt
+    from edgead.runtime.backends import _import_tensorrt
+
+    return _import_tensorrt()
 
 
 def _slug(s: str) -> str:
@@ -234,7 +229,9 @@ def build_engine(
 
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TRT 10: explicit batch always
+    trt10 = int(trt.__version__.split(".")[0]) >= 10
+    # TRT 10: explicit batch is the only mode (the flag is deprecated); 8.6 (JetPack 6.0) needs the flag for ONNX
+    network = builder.create_network(0 if trt10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(os.path.abspath(onnx_path)):
         errs = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -247,11 +244,15 @@ def build_engine(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if precision in ("fp16", "int8"):
-        if not builder.platform_has_fast_fp16:
+        if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in TRT 10
             import warnings
 
             warnings.warn("this GPU has no fast fp16; the fp16 engine may be slower than fp32")
         config.set_flag(trt.BuilderFlag.FP16)
+    if not trt10:
+        # TensorRTBackend runs one execution context per thread on profile 0: TRT 10 shares profiles across
+        # contexts by default, 8.6 only with this preview feature
+        config.set_preview_feature(trt.PreviewFeature.PROFILE_SHARING_0806, True)
     profile = builder.create_optimization_profile()
     profile.set_shape(inp.name, (min_b,) + chw, (opt_b,) + chw, (max_b,) + chw)
     config.add_optimization_profile(profile)

@@ -238,11 +238,38 @@ def _importable(name: str) -> bool:
         return False
 
 
+#: oldest TensorRT the engine builder and TensorRTBackend run on: 8.6 (JetPack 6.0); 10.x elsewhere
+TRT_MIN_VERSION = (8, 6)
+
+
+def _trt_version_ok(version: str) -> bool:
+    try:
+        major, minor = (int(v) for v in str(version).split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= TRT_MIN_VERSION
+
+
+def _import_tensorrt():
+    """``import tensorrt`` with an actionable error when it is missing, broken or too old."""
+    try:
+        import tensorrt as trt
+    except Exception as e:
+        raise ImportError(
+            "TensorRT is not installed or cannot be loaded: on x86 `pip install tensorrt` (10.x); on Jetson use "
+            f"JetPack's python3-libnvinfer (see docs/jetson.md); import error: {e}"
+        ) from e
+    if not _trt_version_ok(getattr(trt, "__version__", "")):
+        raise ImportError(f"edgead needs TensorRT >= {'.'.join(map(str, TRT_MIN_VERSION))}, found {trt.__version__}")
+    return trt
+
+
 def _tensorrt_importable() -> bool:
+    """tensorrt imports and is new enough (an older one, e.g. JetPack 5's 8.5, must not win 'auto')."""
     if not _importable("tensorrt"):
         return False
     try:
-        import tensorrt  # noqa: F401
+        _import_tensorrt()
     except Exception:
         return False
     return True
@@ -486,7 +513,7 @@ class TensorRTBackend(Backend):  # pragma: no cover - needs tensorrt and a GPU
     name = "tensorrt"
 
     def __init__(self, engine_path: str, device_id: int = 0, precision: str = "fp16"):
-        import tensorrt as trt
+        trt = _import_tensorrt()
 
         self.trt = trt
         if not os.path.isfile(engine_path):
