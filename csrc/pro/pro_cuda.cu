@@ -185,7 +185,7 @@ __global__ void increments_kernel(const Key* __restrict__ keys, const uint32_t* 
 template <class Key>
 __global__ void points_kernel(const Key* __restrict__ keys, const int32_t* __restrict__ fp_cum,
                               const double* __restrict__ pro_cum, const int32_t* __restrict__ last_flag,
-                              const int32_t* __restrict__ pos, int32_t n, double inv_normal, double inv_regions,
+                              const int32_t* __restrict__ pos, int32_t n, double n_normal, double inv_regions,
                               double* fpr, double* pro, double* thr) {
   const int32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i == 0) {
@@ -195,7 +195,7 @@ __global__ void points_kernel(const Key* __restrict__ keys, const int32_t* __res
   }
   if (i >= n || !last_flag[i]) return;
   const int32_t j = pos[i] + 1;
-  fpr[j] = static_cast<double>(fp_cum[i]) * inv_normal;
+  fpr[j] = static_cast<double>(fp_cum[i]) / n_normal;  // division, bit-identical to the CPU sweep
   pro[j] = pro_cum[i] * inv_regions;
   thr[j] = key_value(keys[i]);
 }
@@ -229,7 +229,12 @@ Result run(const Scalar* scores, const uint8_t* masks, int64_t N, int64_t H, int
   unsigned long long h_counters[3];
   EDGEAD_CUDA_CHECK(cudaMemcpyAsync(h_counters, counters.p, sizeof(h_counters), cudaMemcpyDeviceToHost, st));
   EDGEAD_CUDA_CHECK(cudaStreamSynchronize(st));
-  if (h_counters[0] != ~0ull) {
+  // Same report as the CPU: the first image holding a bad value decides; within it a non-finite
+  // score takes precedence over a bad mask value.
+  const unsigned long long HW = static_cast<unsigned long long>(H * W);
+  const bool score_first =
+      h_counters[0] != ~0ull && (h_counters[1] == ~0ull || h_counters[0] / HW <= h_counters[1] / HW);
+  if (score_first) {
     Scalar v;
     EDGEAD_CUDA_CHECK(cudaMemcpyAsync(&v, scores + h_counters[0], sizeof(Scalar), cudaMemcpyDeviceToHost, st));
     EDGEAD_CUDA_CHECK(cudaStreamSynchronize(st));
@@ -331,7 +336,7 @@ Result run(const Scalar* scores, const uint8_t* masks, int64_t N, int64_t H, int
 
   DevBuf<double> d_fpr(n_points, st), d_pro(n_points, st), d_thr(n_points, st);
   points_kernel<Key><<<grid, kBlock, 0, st>>>(skeys, fp_cum, pro_cum.p, last_flag, pos, n,
-                                              1.0 / static_cast<double>(res.n_normal), 1.0 / static_cast<double>(R),
+                                              static_cast<double>(res.n_normal), 1.0 / static_cast<double>(R),
                                               d_fpr.p, d_pro.p, d_thr.p);
   EDGEAD_CUDA_CHECK_LAUNCH();
   DevBuf<double> seg(n_points, st);
