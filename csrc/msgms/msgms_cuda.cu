@@ -208,6 +208,14 @@ void msgms_cuda(const void* x, const void* y, bool half, int64_t B, int64_t C, i
   float* scratch = nullptr;
   const long long total = B * off + 2 * lvl;
   EDGEAD_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&scratch), sizeof(float) * (size_t)total, stream));
+  // Returns the scratch to the pool when a launch check below throws (stream-ordered).
+  struct ScratchGuard {
+    float* p;
+    cudaStream_t s;
+    ~ScratchGuard() {
+      if (p) cudaFreeAsync(p, s);
+    }
+  } guard{scratch, stream};
   float* gms = scratch;
   float* lx = scratch + B * off;  // pyramid levels 1..S-1 of x, then of y
   float* ly = lx + lvl;
@@ -238,6 +246,7 @@ void msgms_cuda(const void* x, const void* y, bool half, int64_t B, int64_t C, i
   dim3 g2((unsigned)(tiles_x * tiles_y), gridB);
   combine_box_kernel<<<g2, kBoxThreads, smem, stream>>>(gms, (int)B, p, R, tiles_x, out);
   EDGEAD_CUDA_CHECK_LAUNCH();
+  guard.p = nullptr;
   EDGEAD_CUDA_CHECK(cudaFreeAsync(scratch, stream));
 }
 
