@@ -5,7 +5,9 @@ autoencoder + map normalisation/combination + pad/resize + max score (+ PUAD's M
         --benchmark-columns=median,iqr,rounds -q
 
 CPU, batch 1: eager torch (model.predict) vs ONNX Runtime CPU of the exported graph
-(session.run + post_efficientad.postprocess), side by side for EfficientAD-S, PUAD-S and EfficientAD-M.
+(session.run + post_efficientad.postprocess) vs ONNX Runtime CPU of the int8 graph (static QDQ
+quantization, per-channel weights, edgead.export.quantize settings, calibrated on 4 random N(0,1)
+images: latency only), side by side for EfficientAD-S, PUAD-S and EfficientAD-M.
 CUDA (marked cuda, skipped without a GPU): batch 1 including the host->device copy of the image and the
 device->host copy of score + map (target EfficientAD-S <= 0.8 ms, PUAD-S <= +5 %), eager fp32 vs a
 CUDA graph of the fp16 channels-last network; batch 64 throughput (target >= 5000 img/s) reported in
@@ -82,6 +84,38 @@ def test_cpu_onnxruntime_b1(benchmark, variant, tmp_path):
 
     s, mp = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
     np.testing.assert_allclose(s, ref[0].numpy(), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_cpu_onnxruntime_int8_b1(benchmark, variant, tmp_path):
+    benchmark.group = f"{variant} cpu batch 1"
+    pytest.importorskip("onnxruntime.quantization")
+    import logging
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from edgead.export.quantize import DEFAULT_OP_TYPES, ArrayCalibrationReader
+
+    m = model(variant)
+    onnx_session(m, tmp_path)  # writes tmp_path/ead.onnx
+    src, dst = str(tmp_path / "ead.onnx"), str(tmp_path / "ead.int8.onnx")
+    calib = np.random.default_rng(1).standard_normal((4, 3, SIZE, SIZE)).astype(np.float32)
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_static(src, dst, ArrayCalibrationReader.create(calib, 2), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=list(DEFAULT_OP_TYPES))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(dst, opts, providers=["CPUExecutionProvider"])
+    x = image()
+
+    def run():
+        return post_efficientad.postprocess(sess.run(None, {"image": x}))
+
+    s, mp = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    assert s.shape == (1,) and np.all(np.isfinite(mp))
+    benchmark.extra_info["precision"] = "int8 (ORT QDQ, latency only)"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("artifact")
     ex.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
     ex.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
-                    help="TensorRT precision (default fp16; ONNX export is always fp32)")
+                    help="TensorRT precision (default fp16); for --format onnx: fp32 (default) or int8 "
+                         "(ONNX Runtime static quantization -> model.int8.onnx, needs --calibration)")
     ex.add_argument("--dla-core", type=int, default=None, help="Jetson DLA core for TensorRT (GPU fallback on)")
     ex.add_argument("--calibration", help="folder of normal images for INT8 calibration (required with --precision int8)")
     ex.add_argument("--out", help="output path (default inside the artifact)")

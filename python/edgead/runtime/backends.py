@@ -356,12 +356,18 @@ class Backend:
 
 
 class OnnxRuntimeBackend(Backend):
-    """ONNX Runtime: CPUExecutionProvider, or CUDAExecutionProvider when device='cuda'."""
+    """ONNX Runtime: CPUExecutionProvider, or CUDAExecutionProvider when device='cuda'.
+
+    precision is a label: 'fp32' for model.onnx, 'int8' for the QDQ graph model.int8.onnx (both take
+    and return float32)."""
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str, device: str = "cpu", threads: Optional[int] = None):
+    def __init__(self, onnx_path: str, device: str = "cpu", threads: Optional[int] = None, precision: str = "fp32"):
         import onnxruntime as ort
+
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"onnxruntime backend: argument 'precision' expected 'fp32' or 'int8', got {precision!r}")
 
         if not os.path.isfile(onnx_path):
             raise FileNotFoundError(f"onnxruntime backend: ONNX file '{onnx_path}' not found; run `edgead export`")
@@ -386,6 +392,8 @@ class OnnxRuntimeBackend(Backend):
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         self.onnx_path = onnx_path
+        # int8: the graph is QDQ-quantized (edgead.export.quantize); the session takes and returns float32
+        self.precision = precision
 
     def run(self, x: np.ndarray) -> Dict[str, Any]:
         x = self._check_input(x)

@@ -164,6 +164,21 @@ def onnx_file(art_or_meta: Union[Artifact, Dict[str, Any]], artifact_dir: str) -
     return rel if os.path.isabs(rel) else os.path.join(artifact_dir, rel)
 
 
+def _int8_onnx_file(art: Artifact, artifact_dir: str) -> str:
+    """Path of the int8 (QDQ) ONNX graph; warns when it was quantized from another fp32 export than the current one."""
+    exports = art.meta.get("exports") or {}
+    q = exports.get("onnx_int8") or {}
+    rel = q.get("file", "model.int8.onnx")
+    src_sha = q.get("source_onnx_sha256")
+    cur_sha = (exports.get("onnx") or {}).get("sha256")
+    if src_sha and cur_sha and src_sha != cur_sha:
+        import warnings
+
+        warnings.warn(f"artifact '{artifact_dir}': model.int8.onnx was quantized from an older fp32 export; "
+                      "re-run `edgead export --format onnx --precision int8`", stacklevel=3)
+    return rel if os.path.isabs(rel) else os.path.join(artifact_dir, rel)
+
+
 def _timer():
     return time.perf_counter()
 
@@ -204,7 +219,8 @@ class Detector:
         """Load an artifact on a backend ('auto', 'tensorrt', 'onnxruntime', 'torch').
 
         device: 'cuda', 'cpu' or None (best available). precision: 'fp32' (default; torch/ORT),
-        'fp16' (default for TensorRT; torch on CUDA), 'int8' (TensorRT, needs a calibrated engine).
+        'fp16' (default for TensorRT; torch on CUDA), 'int8' (TensorRT, needs a calibrated engine; onnxruntime:
+        the statically quantized model.int8.onnx from `edgead export --format onnx --precision int8`).
         engine: a TensorRT engine file (default: the cached engine under artifact_dir/engines/, built
         when missing and the builder is installed). model: an already built torch model (torch backend).
         """
@@ -219,15 +235,24 @@ class Detector:
         art = load_artifact(artifact_dir)
         path = art.path
         if backend == "onnxruntime":
-            if precision not in (None, "fp32"):
-                raise ValueError(f"onnxruntime backend runs the fp32 ONNX graph; precision={precision!r} is not supported")
+            if precision not in (None, "fp32", "int8"):
+                raise ValueError(f"onnxruntime backend runs the fp32 or the int8 ONNX graph; precision={precision!r} "
+                                 "is not supported")
             onnx_path = onnx_file(art, path)
-            if not os.path.isfile(onnx_path):
+            if precision == "int8":
+                onnx_path = _int8_onnx_file(art, path)
+                if not os.path.isfile(onnx_path):
+                    raise ExportMissingError(
+                        f"artifact '{path}' has no int8 ONNX export ({onnx_path} is missing): run `edgead export {path} "
+                        "--format onnx --precision int8 --calibration DIR` before loading it with precision='int8'"
+                    )
+            elif not os.path.isfile(onnx_path):
                 raise ExportMissingError(
                     f"artifact '{path}' has no ONNX export ({onnx_path} is missing): run `edgead export {path}` "
                     "(needs torch) before loading it with the onnxruntime backend"
                 )
-            be = _backends.OnnxRuntimeBackend(onnx_path, device=device or "cpu", **backend_kwargs)
+            be = _backends.OnnxRuntimeBackend(onnx_path, device=device or "cpu", precision=precision or "fp32",
+                                              **backend_kwargs)
         elif backend == "torch":
             be = _backends.TorchBackend(path, device=device or "cpu", precision=precision or "fp32", model=model,
                                         **backend_kwargs)
