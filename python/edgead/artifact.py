@@ -239,3 +239,24 @@ def update_meta(path: str, **fields: Any) -> Dict[str, Any]:
         json.dump(meta, f, indent=2, sort_keys=True, allow_nan=False)
     os.replace(tmp, mpath)
     return meta
+
+
+def record_export(artifact_dir: str, key: str, path: str, info: Mapping[str, Any]) -> Dict[str, Any]:
+    """Record an exported file (ONNX graph, quantized graph, ...) in the artifact's metadata.
+
+    Sets exports[key] = {file, sha256, bytes, **info, created}; a file inside the artifact directory
+    is stored by its name and also listed in `files` (checksummed like the weights).
+    """
+    artifact_dir = os.path.abspath(artifact_dir)
+    sha = _sha256(path)
+    size = os.path.getsize(path)
+    inside = os.path.dirname(os.path.abspath(path)) == artifact_dir
+    rel = os.path.basename(path) if inside else path
+    meta = read_meta(artifact_dir)
+    files = dict(meta.get("files", {}))
+    if inside:
+        files[rel] = {"sha256": sha, "bytes": size}
+    exports = dict(meta.get("exports", {}) or {})
+    exports[key] = {"file": rel, "sha256": sha, "bytes": size, **dict(info),
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return update_meta(artifact_dir, files=files, exports=exports)

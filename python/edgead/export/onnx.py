@@ -23,13 +23,12 @@ artifact's ``edgead.json`` (``files["model.onnx"]`` and ``exports["onnx"]``).
 """
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgead.artifact import _sha256, read_meta, update_meta
+from edgead.artifact import read_meta, record_export
 
 ONNX_FILE = "model.onnx"
 RTOL = 1e-4
@@ -197,18 +196,7 @@ def export_onnx(artifact_dir: str, out: Optional[str] = None, opset: int = 17, m
             os.remove(tmp)
         raise
 
-    sha = _sha256(path)
-    inside = os.path.dirname(path) == artifact_dir
-    rel = os.path.basename(path) if inside else path
-    meta = read_meta(artifact_dir)
-    files = dict(meta.get("files", {}))
-    if inside:
-        files[rel] = {"sha256": sha, "bytes": os.path.getsize(path)}
-    exports = dict(meta.get("exports", {}) or {})
-    exports["onnx"] = {
-        "file": rel,
-        "sha256": sha,
-        "bytes": os.path.getsize(path),
+    record_export(artifact_dir, "onnx", path, {
         "opset": opset,
         "inputs": ["image"],
         "outputs": list(output_names),
@@ -218,7 +206,5 @@ def export_onnx(artifact_dir: str, out: Optional[str] = None, opset: int = 17, m
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         "verification": verification,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    update_meta(artifact_dir, files=files, exports=exports)
+    })
     return path

@@ -31,14 +31,13 @@ onnxruntime, not torch.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import tempfile
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from edgead.artifact import _sha256, read_meta, update_meta
+from edgead.artifact import _sha256, read_meta, record_export
 
 INT8_ONNX_FILE = "model.int8.onnx"
 DEFAULT_OP_TYPES = ("Conv", "Relu")
@@ -231,18 +230,7 @@ def quantize_onnx(
             os.remove(tmp)
         raise
 
-    sha = _sha256(path)
-    inside = os.path.dirname(path) == artifact_dir
-    rel = os.path.basename(path) if inside else path
-    meta = read_meta(artifact_dir)
-    files = dict(meta.get("files", {}))
-    if inside:
-        files[rel] = {"sha256": sha, "bytes": os.path.getsize(path)}
-    exports = dict(meta.get("exports", {}) or {})
-    exports[EXPORT_KEY] = {
-        "file": rel,
-        "sha256": sha,
-        "bytes": os.path.getsize(path),
+    record_export(artifact_dir, EXPORT_KEY, path, {
         "source_onnx_sha256": _sha256(src),
         "format": "QDQ",
         "activation_type": "uint8",
@@ -257,7 +245,5 @@ def quantize_onnx(
         "onnxruntime_version": ort.__version__,
         "onnx_version": onnx.__version__,
         "verification": verification,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    update_meta(artifact_dir, files=files, exports=exports)
+    })
     return path
