@@ -77,6 +77,20 @@ __device__ __forceinline__ float row_dist2(const T* __restrict__ xi, const T* __
   return s;
 }
 
+// Block-wide (value, index) arg-max of every thread's (bv, bi) into sv[0], si[0]; ties -> lowest index.
+__device__ __forceinline__ void block_argmax(float* sv, long long* si, float bv, long long bi) {
+  sv[threadIdx.x] = bv;
+  si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int w = THREADS / 2; w > 0; w /= 2) {
+    if (threadIdx.x < w && better(sv[threadIdx.x + w], si[threadIdx.x + w], sv[threadIdx.x], si[threadIdx.x])) {
+      sv[threadIdx.x] = sv[threadIdx.x + w];
+      si[threadIdx.x] = si[threadIdx.x + w];
+    }
+    __syncthreads();
+  }
+}
+
 template <class T>
 __global__ void __launch_bounds__(THREADS) step_kernel(const T* __restrict__ x, long long N, long long D,
                                                        long long* __restrict__ idx, long long s, float* __restrict__ mind,
@@ -101,16 +115,7 @@ __global__ void __launch_bounds__(THREADS) step_kernel(const T* __restrict__ x, 
       bi = i;
     }
   }
-  sv[threadIdx.x] = bv;
-  si[threadIdx.x] = bi;
-  __syncthreads();
-  for (int w = THREADS / 2; w > 0; w /= 2) {
-    if (threadIdx.x < w && better(sv[threadIdx.x + w], si[threadIdx.x + w], sv[threadIdx.x], si[threadIdx.x])) {
-      sv[threadIdx.x] = sv[threadIdx.x + w];
-      si[threadIdx.x] = si[threadIdx.x + w];
-    }
-    __syncthreads();
-  }
+  block_argmax(sv, si, bv, bi);  // result in sv[0], si[0]
   if (threadIdx.x == 0) {
     part_v[blockIdx.x] = sv[0];
     part_i[blockIdx.x] = si[0];
@@ -130,16 +135,7 @@ __global__ void __launch_bounds__(THREADS) step_kernel(const T* __restrict__ x, 
       bi = i;
     }
   }
-  sv[threadIdx.x] = bv;
-  si[threadIdx.x] = bi;
-  __syncthreads();
-  for (int w = THREADS / 2; w > 0; w /= 2) {
-    if (threadIdx.x < w && better(sv[threadIdx.x + w], si[threadIdx.x + w], sv[threadIdx.x], si[threadIdx.x])) {
-      sv[threadIdx.x] = sv[threadIdx.x + w];
-      si[threadIdx.x] = si[threadIdx.x + w];
-    }
-    __syncthreads();
-  }
+  block_argmax(sv, si, bv, bi);  // result in sv[0], si[0]
   if (threadIdx.x == 0) {
     idx[s] = si[0];
     if (dist) dist[s] = sqrtf(sv[0]);

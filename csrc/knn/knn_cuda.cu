@@ -75,6 +75,20 @@ __device__ __forceinline__ void fold_row(const float* row, float* td, int* ti, i
   }
 }
 
+// Writes a block's per-query top-k lists (BQ queries from q0) to this bank split's partial results.
+__device__ __forceinline__ void store_partial(const float* topd, const int* topi, long long q0, long long Q, int k,
+                                              long long split, int tid, float* __restrict__ part_d,
+                                              long long* __restrict__ part_i) {
+  for (int e = tid; e < BQ * k; e += THREADS) {
+    const long long qrow = q0 + e / k;
+    if (qrow < Q) {
+      const long long o = (split * Q + qrow) * k + e % k;
+      part_d[o] = topd[e];
+      part_i[o] = topi[e];
+    }
+  }
+}
+
 template <class T>
 __global__ void __launch_bounds__(THREADS) knn_tile_kernel(const T* __restrict__ Qm, const T* __restrict__ Bm,
                                                            const float* __restrict__ qn, const float* __restrict__ bn,
@@ -144,14 +158,7 @@ __global__ void __launch_bounds__(THREADS) knn_tile_kernel(const T* __restrict__
     if (tid < BQ) fold_row(&S[tid][0], topd + tid * k, topi + tid * k, k, m0);
   }
   __syncthreads();
-  for (int e = tid; e < BQ * k; e += THREADS) {
-    const long long qrow = q0 + e / k;
-    if (qrow < Q) {
-      const long long o = (split * Q + qrow) * k + e % k;
-      part_d[o] = topd[e];
-      part_i[o] = topi[e];
-    }
-  }
+  store_partial(topd, topi, q0, Q, k, split, tid, part_d, part_i);
 }
 
 // fp16 inputs: the same block structure, with q.b on the tensor cores (WMMA 16x16x16, fp16 inputs,
@@ -227,14 +234,7 @@ __global__ void __launch_bounds__(THREADS) knn_tile_wmma_kernel(const __half* __
     if (tid < BQ) fold_row(&S[tid][0], topd + tid * k, topi + tid * k, k, m0);
   }
   __syncthreads();
-  for (int e = tid; e < BQ * k; e += THREADS) {
-    const long long qrow = q0 + e / k;
-    if (qrow < Q) {
-      const long long o = (split * Q + qrow) * k + e % k;
-      part_d[o] = topd[e];
-      part_i[o] = topi[e];
-    }
-  }
+  store_partial(topd, topi, q0, Q, k, split, tid, part_d, part_i);
 #endif
 }
 
