@@ -13,10 +13,10 @@ device->host copy of score + map (target EfficientAD-S <= 0.8 ms, PUAD-S <= +5 %
 CUDA graph of the fp16 channels-last network; batch 64 throughput (target >= 5000 img/s) reported in
 extra_info['img_per_s'].
 """
-import warnings
 
 import numpy as np
 import pytest
+from conftest import export_ort_session
 
 import edgead
 
@@ -44,17 +44,8 @@ def image(batch=1):
 
 
 def onnx_session(m, tmp_path, providers=("CPUExecutionProvider",)):
-    ort = pytest.importorskip("onnxruntime")
-    path = str(tmp_path / "ead.onnx")
-    names = list(m.export_outputs)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(m.export_module(), (torch.from_numpy(image(1)),), path, input_names=["image"],
-                          output_names=names, opset_version=17, dynamo=False,
-                          dynamic_axes={n: {0: "batch"} for n in ["image"] + names})
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(path, opts, providers=list(providers))
+    return export_ort_session(m.export_module(), torch.from_numpy(image(1)), str(tmp_path / "ead.onnx"),
+                              m.export_outputs, providers)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

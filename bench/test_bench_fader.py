@@ -13,10 +13,10 @@ eager fp32, fp16 channels-last network replayed from a CUDA graph, and TensorRT 
 Detector when the TensorRT builder is installed. MSGMS runs with edgead's CUDA kernel on the GPU.
 """
 import os
-import warnings
 
 import numpy as np
 import pytest
+from conftest import export_ort_session
 import yaml
 
 import edgead
@@ -45,18 +45,9 @@ def image(batch=1):
 
 
 def onnx_session(model, tmp_path, providers=("CPUExecutionProvider",)):
-    ort = pytest.importorskip("onnxruntime")
-    path = str(tmp_path / "fader.onnx")
-    names = list(FADeR.export_outputs)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.export_module(), (torch.from_numpy(image(2)),), path, input_names=["image"],
-                          output_names=names, opset_version=17, dynamo=False,
-                          dynamic_axes={n: {0: "batch"} for n in ["image"] + names})
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = torch.get_num_threads()  # same thread budget as eager torch
-    return ort.InferenceSession(path, opts, providers=list(providers))
+    # same thread budget as eager torch
+    return export_ort_session(model.export_module(), torch.from_numpy(image(2)), str(tmp_path / "fader.onnx"),
+                              FADeR.export_outputs, providers, intra_op_threads=torch.get_num_threads())
 
 
 @pytest.mark.parametrize("variant", ["fader", "unet_ear"])
