@@ -20,3 +20,4 @@ def export_ort_session(module, example, path, output_names, providers=("CPUExecu
     if intra_op_threads is not None:
         opts.intra_op_num_threads = intra_op_threads
     return ort.InferenceSession(path, opts, providers=list(providers))
+

@@ -11,6 +11,11 @@ extra_info['extrapolated_full_s'] = median / steps * 15680 (each step costs the 
 all rows). Set EDGEAD_BENCH_CORESET_STEPS=15680 to time the full selection.
 CUDA (skipped without a GPU): 1M x 128 fp16, 101 selections = 100 steps per call;
 extra_info['per_step_ms'] = median / 100 (includes the one-off finiteness check and init).
+
+Before timing, every row runs the same implementation on a subset (the first CHECK_ROWS rows,
+CHECK_STEPS selections) and checks the selection against ops_reference.coreset_reference (float64
+NumPy; a different pick is accepted only on a near-tie, see bench/_checks.check_selection); the CUDA rows
+check on the GPU data's first CHECK_ROWS rows as well.
 """
 import os
 
@@ -22,11 +27,14 @@ from edgead import ops
 
 torch = pytest.importorskip("torch")
 
+from _checks import check_selection  # noqa: E402
+
 needs_cuda = pytest.mark.skipif(not edgead.cuda_available(), reason="no usable CUDA GPU")
 N, D = 156_800, 128
 FULL = N // 10
 STEPS = int(os.environ.get("EDGEAD_BENCH_CORESET_STEPS", FULL))
 TORCH_STEPS = 100
+CHECK_ROWS, CHECK_STEPS = 20_000, 200
 
 
 def anomalib_greedy(features, n: int, start: int = 0):
@@ -59,6 +67,16 @@ def test_coreset_cpu(benchmark, impl):
             with torch.inference_mode():
                 return anomalib_greedy(tx, steps)
 
+    sub = x[:CHECK_ROWS]
+    if impl == "edgead":
+        got = ops.coreset(sub, CHECK_STEPS)
+    elif impl == "edgead_fp16_input":
+        sub = sub.astype(np.float16)  # the reference sees the same (fp16-rounded) values in float64
+        got = ops.coreset(sub, CHECK_STEPS)
+    else:
+        with torch.inference_mode():
+            got = anomalib_greedy(torch.from_numpy(sub), CHECK_STEPS)
+    check_selection(sub, CHECK_STEPS, got)
     benchmark.extra_info["steps"] = steps
     benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
     benchmark.extra_info["extrapolated_full_s"] = benchmark.stats.stats.median / steps * FULL
@@ -83,6 +101,10 @@ def test_coreset_cuda_step(benchmark, impl):
         torch.cuda.synchronize()
 
     with torch.inference_mode():
+        sub = x[:CHECK_ROWS]
+        got = ops.coreset(sub, CHECK_STEPS) if impl == "edgead" else anomalib_greedy(sub, CHECK_STEPS)
+        torch.cuda.synchronize()
+        check_selection(sub.float().cpu().numpy(), CHECK_STEPS, got, rtol=1e-3)  # fp16 data, fp32 accumulation
         run()
         benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=0)
     benchmark.extra_info["per_step_ms"] = benchmark.stats.stats.median / steps * 1e3

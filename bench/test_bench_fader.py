@@ -11,6 +11,13 @@ CUDA cases (marked cuda, skipped without a GPU; target <= 2 ms on an H100) time 
 inferences plus one synchronize per round; extra_info['per_call_ms'] = median / LOOP:
 eager fp32, fp16 channels-last network replayed from a CUDA graph, and TensorRT fp16 through the
 Detector when the TensorRT builder is installed. MSGMS runs with edgead's CUDA kernel on the GPU.
+
+Every row checks its map and score before timing against an independent CPU reference: the fp32 torch
+reconstruction (model.reconstruct) scored with ops_reference's plain-torch MSGMS (not the C++ kernel) and
+max. Tolerances on maps in [0, 2]: fp32 rows (torch eager, ONNX Runtime, CUDA fp32) ATOL_FP32 = 1e-3
+(reconstructions agree to ~1e-5; MSGMS with c = 0.0026 amplifies small gradient differences in flat
+regions by up to ~1/sqrt(c) ~ 20x); fp16 rows ATOL_FP16 = 5e-2 (fp16 activations, eps 2^-11, through
+~20 convolutions: reconstruction error ~1e-3, times the same amplification).
 """
 import os
 
@@ -30,6 +37,30 @@ SIZE = 256
 LOOP = 50
 TARGET_MS = 2.0
 needs_cuda = pytest.mark.skipif(not edgead.cuda_available(), reason="no usable CUDA GPU")
+ATOL_FP32, ATOL_FP16 = 1e-3, 5e-2
+
+
+def reference(model, x):
+    """(scores (B,), maps (B, H, W)) float32 on the CPU: fp32 torch reconstruction + ops_reference MSGMS."""
+    import copy
+
+    from edgead.ops_reference import msgms_map_reference
+
+    cpu = copy.deepcopy(model).float().cpu().eval()
+    tx = torch.as_tensor(np.asarray(x, np.float32))
+    with torch.inference_mode():
+        rec = cpu.reconstruct(tx)
+        maps = msgms_map_reference(tx, rec, c=float(cpu.config.get("msgms_c", 0.0026)),
+                                   scales=int(cpu.config.get("msgms_scales", 4)),
+                                   mean_filter=int(cpu.config.get("msgms_mean_filter", 21)))
+    return maps.reshape(len(maps), -1).amax(1), maps
+
+
+def check(scores, maps, ref, atol, what):
+    from _checks import check_close
+
+    check_close(maps, ref[1], atol, f"{what} maps")
+    check_close(np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores).reshape(-1), ref[0], atol, f"{what} scores")
 
 
 def recipe(name):
@@ -56,10 +87,11 @@ def test_fader_cpu(benchmark, tmp_path, impl, variant):
     benchmark.group = f"{variant} end to end cpu {SIZE}x{SIZE} batch 1"
     model = recipe(variant)
     x = image()
+    ref = reference(model, x)
     if impl == "torch":
         tx = torch.from_numpy(x)
         with torch.inference_mode():
-            model.predict(tx)
+            check(*model.predict(tx), ref, ATOL_FP32, "torch predict")
             benchmark.pedantic(model.predict, args=(tx,), rounds=7, warmup_rounds=1)
     else:
         sess = onnx_session(model, tmp_path)
@@ -68,7 +100,7 @@ def test_fader_cpu(benchmark, tmp_path, impl, variant):
             outs = sess.run(None, {"image": x})
             return post_fader.postprocess(dict(zip(FADeR.export_outputs, outs)), model.config)
 
-        run()
+        check(*run(), ref, ATOL_FP32, "onnxruntime")
         benchmark.pedantic(run, rounds=7, warmup_rounds=1)
     benchmark.extra_info["threads"] = torch.get_num_threads()
 
@@ -87,7 +119,9 @@ def _cuda_or_skip():
 def test_fader_cuda(benchmark, impl):
     _cuda_or_skip()
     benchmark.group = f"fader end to end cuda {SIZE}x{SIZE} batch 1 (x{LOOP} calls)"
-    model = recipe("fader").cuda()
+    model = recipe("fader")
+    ref = reference(model, image())
+    model = model.cuda()
     net = model.export_module()
     x = torch.from_numpy(image()).cuda()
     maps = torch.empty((1, SIZE, SIZE), device="cuda")
@@ -124,6 +158,10 @@ def test_fader_cuda(benchmark, impl):
                 once()
         torch.cuda.synchronize()
 
+    with torch.inference_mode():
+        score = once()
+    torch.cuda.synchronize()
+    check(score.reshape(1), maps, ref, ATOL_FP32 if impl == "torch-fp32" else ATOL_FP16, impl)
     run()
     benchmark.pedantic(run, rounds=20, warmup_rounds=2)
     per_call = benchmark.stats.stats.median / LOOP * 1e3
@@ -147,6 +185,7 @@ def test_fader_tensorrt(benchmark, tmp_path):
     export_onnx(path, model=model)
     det = Detector.load(path, backend="tensorrt", precision="fp16")
     x = image()
+    check(*det.infer_preprocessed(x), reference(model, x), ATOL_FP16, "tensorrt fp16")
 
     def run():
         for _ in range(LOOP):

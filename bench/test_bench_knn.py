@@ -10,6 +10,10 @@ inference: the bank is fixed); faiss gets an index built once. Rounds are few (3
 ~40 GFLOP per call. Threads: edgead uses OpenMP's default, faiss its own OpenMP, torch its intra-op pool.
 CUDA (skipped without a GPU): batch 1 (784 queries) against 16384 x 1536 and 187000 x 1536 banks,
 LOOP back-to-back calls + one synchronize per round; extra_info['per_call_ms'] = median / LOOP.
+
+Every row first checks its answer on the first 64 queries against the float64 brute force
+(bench/_checks.check_knn: same neighbours except near-ties, distances within rtol 1e-4 for fp32 inputs,
+2e-3 for fp16 inputs).
 """
 import numpy as np
 import pytest
@@ -18,6 +22,8 @@ import edgead
 from edgead import ops
 
 torch = pytest.importorskip("torch")
+
+from _checks import check_knn  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not edgead.cuda_available(), reason="no usable CUDA GPU")
 CPU_CASES = [(784, 16384, 1536, 1), (784, 4096, 384, 9)]
@@ -50,6 +56,14 @@ def test_knn_cpu(benchmark, impl, Q, M, D, k):
             with torch.inference_mode():
                 return torch.cdist(tq, tb).topk(k, dim=1, largest=False)
 
+    if impl == "faiss":  # faiss returns squared distances
+        d2, i = fn()
+        check_knn(q, b, np.sqrt(np.maximum(d2, 0)), i)
+    elif impl == "torch_cdist":
+        r = fn()
+        check_knn(q, b, r.values, r.indices)
+    else:
+        check_knn(q, b, *fn())
     benchmark.extra_info["threads"] = edgead.build_info()["cpu_threads"]
     benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
 
@@ -85,6 +99,12 @@ def test_knn_cuda_batch1(benchmark, impl, M):
         torch.cuda.synchronize()
 
     with torch.inference_mode():
+        r = fn()
+        torch.cuda.synchronize()
+        d, i = (r[0], r[1]) if impl.startswith("edgead") else (r.values, r.indices)
+        if impl == "torch_fp16_matmul":
+            d = d.sqrt()  # that row returns squared distances
+        check_knn(q, b, d, i, rtol=2e-3 if dtype == torch.float16 else 1e-4)
         run()
         benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=1)
     benchmark.extra_info["per_call_ms"] = benchmark.stats.stats.median / LOOP * 1e3

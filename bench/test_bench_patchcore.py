@@ -55,11 +55,54 @@ def _model(device="cpu"):
     return m.to(device).eval()
 
 
+def reference(m, x):
+    """Independent PatchCore scoring of the model's own embeddings, float64 NumPy + OpenCV: nearest bank
+    row by the float64 distance (no edgead.ops.knn), the paper's reweighting w * s*, w = 1 - exp(s*) /
+    sum_j exp(d_j) over the nearest bank row's bank_neighbors, bilinear upsampling (cv2 INTER_LINEAR =
+    torch align_corners=False when enlarging), Gaussian blur ksize 2*ceil(4 sigma)+1, reflect-101."""
+    import math
+
+    import cv2
+
+    with torch.no_grad():
+        emb = m.embedder(x.float()).double().cpu().numpy()  # (B, N, D)
+    bank = m.memory_bank.double().cpu().numpy()
+    neigh = m.bank_neighbors.cpu().numpy()
+    bn = (bank ** 2).sum(1)
+    scores, maps = [], []
+    sigma = float(m.config["blur_sigma"])
+    k = 2 * int(math.ceil(4 * sigma)) + 1
+    gh, gw = m.grid
+    for e in emb:
+        d2 = np.maximum((e ** 2).sum(1)[:, None] - 2 * e @ bank.T + bn[None], 0)
+        nn = d2.argmin(1)
+        dist = np.sqrt(((e - bank[nn]) ** 2).sum(1))
+        a = int(dist.argmax())
+        s_star = dist[a]
+        d_nb = np.sqrt(((e[a][None] - bank[neigh[nn[a]]]) ** 2).sum(1))
+        mx = max(s_star, d_nb.max())
+        scores.append((1 - np.exp(s_star - mx) / np.exp(d_nb - mx).sum()) * s_star)
+        up = cv2.resize(dist.reshape(gh, gw).astype(np.float32), (x.shape[-1], x.shape[-2]), interpolation=cv2.INTER_LINEAR)
+        maps.append(cv2.GaussianBlur(up, (k, k), sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101))
+    return np.array(scores), np.stack(maps)
+
+
+def check_predict(out, ref):
+    """Scores/maps of predict vs the reference: patch distances ~16 (random bank, D = 128); fp32 kNN and
+    the recomputed winner distance agree to ~1e-5 relative; blur and resize in fp32: rtol 1e-4."""
+    from _checks import check_close
+
+    s, maps = out
+    tol = 1e-4 * float(np.abs(ref[1]).max())
+    check_close(maps, ref[1], tol, "patchcore maps")
+    check_close(s, ref[0], 1e-4 * float(np.abs(ref[0]).max()), "patchcore scores")
+
+
 @pytest.mark.benchmark(group="patchcore predict b1 224 (cpu)")
 def test_predict_cpu(benchmark):
     m = _model("cpu")
     x = torch.randn(1, 3, 224, 224)
-    m.predict(x)
+    check_predict(m.predict(x), reference(m, x))
     s, maps = benchmark(m.predict, x)
     assert s.shape == (1,) and maps.shape == (1, 224, 224)
 
@@ -74,8 +117,9 @@ def test_predict_cuda(benchmark):
     m = _model("cuda")
     x = torch.randn(1, 3, 224, 224, device="cuda")
     for _ in range(3):
-        m.predict(x)
+        out = m.predict(x)
     torch.cuda.synchronize()
+    check_predict(out, reference(m, x))
 
     def run():
         out = m.predict(x)
@@ -94,6 +138,21 @@ def features():
 @pytest.mark.benchmark(group="patchcore coreset 10% of 200x784 (cpu)")
 def test_coreset_edgead_end_to_end(benchmark, features):
     m = _model("cpu")
+    # check first on a subset: select_bank = rows of the features picked by greedy k-center on their JL
+    # projection; the pick must be the float64 reference's (bench/_checks.check_selection)
+    from _checks import check_selection
+
+    sub = features[:5000]
+    bank = m.select_bank(sub)
+    g = torch.Generator().manual_seed(int(m.config["seed"]))
+    kdim = int(m.config["coreset_dim"])
+    proj = sub @ (torch.randn(D, kdim, generator=g) / kdim ** 0.5) if kdim and kdim < D else sub
+    rows = {tuple(r) for r in sub.numpy().round(6).tolist()}
+    assert all(tuple(r) in rows for r in bank.numpy().round(6).tolist()), "bank rows are not feature rows"
+    sel = [int((sub == r).all(1).nonzero()[0]) for r in bank[:50]]
+    from edgead.ops_reference import coreset_reference
+
+    check_selection(proj.numpy(), 50, sel, ref=coreset_reference(proj.numpy(), 50, start=sel[0]))
     bank = benchmark.pedantic(m.select_bank, args=(features,), rounds=1, iterations=1)
     assert bank.shape == (FULL, D)
     benchmark.extra_info["steps"] = FULL
@@ -113,6 +172,9 @@ def torch_greedy(features, n, start=0):
 
 @pytest.mark.benchmark(group="patchcore coreset 10% of 200x784 (cpu)")
 def test_coreset_torch_loop_baseline(benchmark, features):
+    from _checks import check_selection
+
+    check_selection(features[:5000].numpy(), 100, torch_greedy(features[:5000], 100))
     out = benchmark.pedantic(torch_greedy, args=(features, TORCH_STEPS + 1), rounds=1, iterations=1)
     assert len(out) == TORCH_STEPS + 1
     benchmark.extra_info["steps"] = TORCH_STEPS

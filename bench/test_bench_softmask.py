@@ -5,6 +5,10 @@
 
 Predictions are (1, 16, 16) (patch size 16). CUDA cases (skipped without a GPU) time LOOP
 back-to-back calls plus one synchronize per round; extra_info['per_call_us'] = median / LOOP.
+
+Before timing, both rows compare the edgead kernel with ops_reference's torch soft mask on the same
+inputs: the mask is in [0, 1] and the product is one float32 multiply, so fp32 results agree to
+1 ulp (atol 1e-6 * max|features|); fp16 features are rounded once: atol 1e-3 * max|features| (fp16 eps/2).
 """
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ from edgead import ops
 torch = pytest.importorskip("torch")
 from edgead import ops_reference as R  # noqa: E402
 
+from _checks import check_close  # noqa: E402
 SKIPS = [(1, 32, 128, 128), (1, 64, 64, 64), (1, 128, 32, 32), (1, 256, 16, 16)]
 LOOP = 100
 needs_cuda = pytest.mark.skipif(not edgead.cuda_available(), reason="no usable CUDA GPU")
@@ -34,6 +39,9 @@ def sid(shape):
 def test_softmask_cpu(benchmark, impl, shape):
     benchmark.group = f"softmask cpu {sid(shape)}"
     p, f = inputs(shape)
+    with torch.inference_mode():
+        check_close(ops.softmask_apply(p, f), R.softmask_apply_reference(torch.from_numpy(p), torch.from_numpy(f)),
+                    1e-6 * float(np.abs(f).max()), "softmask cpu")
     if impl == "edgead":
         out = np.empty_like(f)
         benchmark(ops.softmask_apply, p, f, out=out)
@@ -55,7 +63,11 @@ def test_softmask_cuda(benchmark, impl, shape, dtype):
     p, f = inputs(shape, np.dtype(dtype))
     tp, tf = torch.from_numpy(p).cuda(), torch.from_numpy(f).cuda()
     out = torch.empty_like(tf)
-
+    with torch.inference_mode():
+        got, ref = ops.softmask_apply(tp, tf), R.softmask_apply_reference(tp, tf)
+        torch.cuda.synchronize()
+        tol = (1e-3 if dtype == "float16" else 1e-6) * float(np.abs(f.astype(np.float32)).max())
+        check_close(got, ref, tol, f"softmask cuda {dtype}")
     if impl == "edgead":
         def run():
             for _ in range(LOOP):

@@ -47,17 +47,53 @@ def torch_cuda():
     return torch
 
 
+# Data and weights from ../shared when this checkout sits next to it (the project's machines); a fresh
+# clone without ../shared gets small stand-ins made here, so no test skips for missing files.
+SMALL_TEXTURE_AD = {"n_train": 8, "n_test_good": 3, "n_per_defect": 1, "size": 64}
+
+
 @pytest.fixture(scope="session")
-def texture_ad():
+def texture_ad(tmp_path_factory):
+    """(root, (n_train, n_test_good, n_test_defect) of brick): the shared texture-ad dataset, or a small
+    generated one with the same layout (MVTec: <category>/{train/good, test/<good|defect>, ground_truth/<defect>})."""
     path = os.path.join(SHARED_DATA, "texture-ad")
-    if not os.path.isdir(path):
-        pytest.skip(f"texture-ad data not found at {path}")
+    if os.path.isdir(os.path.join(path, "brick")):
+        return path, (200, 60, 75)
+    from edgead.data.synthetic import DEFECT_TYPES, make_mvtec_dataset
+
+    g = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:160, 0:160]
+    photo = (127 + 60 * np.sin(xx / 4.0) * np.cos(yy / 7.0) + 20 * g.standard_normal((160, 160))).clip(0, 255).astype(np.uint8)
+    root = tmp_path_factory.mktemp("texture-ad")
+    c = SMALL_TEXTURE_AD
+    make_mvtec_dataset(root, {"brick": photo}, n_train=c["n_train"], n_test_good=c["n_test_good"],
+                       n_per_defect=c["n_per_defect"], size=c["size"], seed=0, progress=False)
+    return str(root), (c["n_train"], c["n_test_good"], c["n_per_defect"] * len(DEFECT_TYPES))
+
+
+def _folded_bn_mobilenet_v2(path):
+    """A random-init torchvision MobileNetV2 state dict in the shared file's format (safetensors, BatchNorm
+    folded: running mean 0, running var 1 - 1e-5, which default_normalization recognises as the Keras
+    conversion)."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    sd = torchvision.models.mobilenet_v2(weights=None).state_dict()
+    for k, v in sd.items():
+        if k.endswith("running_mean"):
+            sd[k] = torch.zeros_like(v)
+        elif k.endswith("running_var"):
+            sd[k] = torch.full_like(v, 1 - 1e-5)
+    save_file({k: v.contiguous() for k, v in sd.items()}, path)
     return path
 
 
 @pytest.fixture(scope="session")
-def mobilenet_weights():
+def mobilenet_weights(tmp_path_factory):
     path = os.path.join(SHARED_WEIGHTS, "mobilenet_v2_imagenet.safetensors")
-    if not os.path.isfile(path):
-        pytest.skip(f"MobileNetV2 weights not found at {path}")
-    return path
+    if os.path.isfile(path):
+        return path
+    pytest.importorskip("torchvision")
+    return _folded_bn_mobilenet_v2(str(tmp_path_factory.mktemp("weights") / "mobilenet_v2_imagenet.safetensors"))

@@ -11,10 +11,8 @@ pytest.importorskip("torchvision")
 from edgead import ops  # noqa: E402
 from edgead.artifact import ArtifactError, load_artifact  # noqa: E402
 
-needs_ops = pytest.mark.skipif(not (hasattr(ops, "knn") and hasattr(ops, "coreset")), reason="edgead.ops.knn/coreset not built yet")
-
-pc = pytest.importorskip("edgead.models.patchcore")
-post = pytest.importorskip("edgead.runtime.post_patchcore")
+from edgead.models import patchcore as pc  # noqa: E402
+from edgead.runtime import post_patchcore as post  # noqa: E402
 
 
 def textures(n, rng, size=64, defect=False):
@@ -53,8 +51,6 @@ def auroc(scores, labels):
 
 @pytest.fixture(scope="module")
 def fitted():
-    if not (hasattr(ops, "knn") and hasattr(ops, "coreset")):
-        pytest.skip("edgead.ops.knn/coreset not built yet")
     rng = np.random.default_rng(0)
     train, _ = textures(12, rng)
     val, _ = textures(3, rng)
@@ -95,7 +91,6 @@ def test_map_upsample_blur_torch_matches_cv2(grid, size, sigma):
     np.testing.assert_allclose(t, c, atol=1e-5, rtol=1e-5)
 
 
-@needs_ops
 def test_detects_bright_defect(fitted):
     model, stats = fitted
     assert stats["bank_size"] == round(12 * 16 * 16 * 0.25)
@@ -110,7 +105,6 @@ def test_detects_bright_defect(fitted):
     assert auroc(pm.ravel(), masks.ravel()) > 0.9
 
 
-@needs_ops
 def test_predict_matches_export_plus_postprocess(fitted, tmp_path):
     model, _ = fitted
     path = model.save(str(tmp_path / "art"))
@@ -129,7 +123,6 @@ def test_predict_matches_export_plus_postprocess(fitted, tmp_path):
     torch.testing.assert_close(m1, maps[1:2], atol=1e-5, rtol=1e-5)
 
 
-@needs_ops
 def test_artifact_round_trip(fitted, tmp_path):
     model, _ = fitted
     path = model.save(str(tmp_path / "art"), thresholds={"image": 1.0})
@@ -150,7 +143,6 @@ def test_artifact_round_trip(fitted, tmp_path):
     torch.testing.assert_close(s3, s, atol=0, rtol=0)
 
 
-@needs_ops
 def test_corrupt_artifacts_raise(fitted, tmp_path):
     model, _ = fitted
     path = model.save(str(tmp_path / "art"))
@@ -198,7 +190,6 @@ def test_config_errors():
         make_model().predict(torch.zeros(1, 3, 64, 64))
 
 
-@needs_ops
 def test_keep_all_and_no_reweighting():
     rng = np.random.default_rng(3)
     train, _ = textures(2, rng, size=32)
@@ -211,7 +202,6 @@ def test_keep_all_and_no_reweighting():
     torch.testing.assert_close(s, dist.max(dim=1).values)
 
 
-@needs_ops
 def test_mobilenet_weights_default_normalisation(mobilenet_weights):
     m = pc.PatchCore({"backbone": "mobilenet_v2", "weights": mobilenet_weights, "image_size": [64, 64]})
     assert m.config["mean"] == [0.5] * 3 and m.config["std"] == [0.5] * 3

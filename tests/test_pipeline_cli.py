@@ -13,8 +13,6 @@ from edgead.artifact import read_meta  # noqa: E402
 from edgead.cli import build_parser, main  # noqa: E402
 from edgead.data.io import write_image  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (hasattr(ops, "knn") and hasattr(ops, "coreset")), reason="edgead.ops.knn/coreset missing")
-
 
 def _texture(rng, size=48):
     tile = np.random.default_rng(123).integers(0, 256, (12, 12)).astype(np.float32)
@@ -75,7 +73,6 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 
 
 def test_train_eval_predict(tmp_path, tiny_dataset, recipe, capsys):
-    pytest.importorskip("edgead.metrics")
     art = str(tmp_path / "art")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from edgead.models.efficientad import EfficientAD  # noqa: E402
 from edgead.models.puad import PUAD, ledoit_wolf, mahalanobis  # noqa: E402
 
-from test_efficientad import onnx_export, textures, tiny_config  # noqa: E402,F401
+from test_efficientad import onnx_export, reference_efficientad, textures, tiny_config  # noqa: E402,F401
 
 warnings.filterwarnings("ignore", message=".*RANDOM.*")
 
@@ -78,7 +78,19 @@ def test_score_is_sum_of_validation_z_scores(fitted):
     expect = (ead64 - z[0]) / z[1] + (maha64 - z[2]) / z[3]
     np.testing.assert_allclose(scores.double().numpy(), expect.numpy(), atol=1e-4)
     assert abs(float(scores.mean())) < 1e-4  # z-scores of the validation set sum to mean 0
-    assert torch.equal(maps, maps_ead)  # the map is EfficientAD's
+    # independent: the map is EfficientAD's (NumPy re-implementation of the post-network steps) and the
+    # head's distance is the Mahalanobis distance of the pooled first-half student features (NumPy)
+    ref_scores, ref_maps = reference_efficientad(model, x_val)
+    np.testing.assert_allclose(maps.numpy(), ref_maps, atol=1e-4)
+    np.testing.assert_allclose(ead64.numpy(), ref_scores, atol=1e-4)
+    with torch.no_grad():
+        f = model.student(x_val)[:, :384].double().mean(dim=(2, 3)).numpy()
+    diff = f - model.puad_mean.double().numpy()
+    maha_np = np.sqrt(np.einsum("bi,ij,bj->b", diff, model.puad_precision.double().numpy(), diff))
+    np.testing.assert_allclose(maha64.numpy(), maha_np, rtol=1e-4)
+    z_np = z.numpy()
+    np.testing.assert_allclose(scores.double().numpy(), (ref_scores - z_np[0]) / z_np[1] + (maha_np - z_np[2]) / z_np[3],
+                               atol=1e-3)
 
 
 def test_export_onnx_parity_and_artifact_round_trip(fitted, tmp_path):
