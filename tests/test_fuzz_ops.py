@@ -13,6 +13,7 @@ inputs and requires a result (no false rejections).
 Bounded for CI: EDGEAD_FUZZ_EXAMPLES examples per test (default 60, derandomized: the same cases every
 run); tools/fuzz_long.py runs >= 10,000 per op family with a random seed.
 """
+import collections
 import os
 import re
 
@@ -29,8 +30,8 @@ DERANDOMIZE = os.environ.get("EDGEAD_FUZZ_RANDOM", "0") != "1"
 FUZZ = settings(max_examples=N_EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None,
                 suppress_health_check=list(HealthCheck), print_blob=True)
 
-DTYPES = ["float32", "float16", "float64", "int32", "uint8", "bool"]
-LAYOUTS = ["c", "c", "c", "fortran", "negative", "zero", "strided", "misaligned", "readonly"]
+DTYPES = ["float32"] * 4 + ["float16"] * 2 + ["float64", "int32", "uint8", "bool"]
+LAYOUTS = ["c"] * 8 + ["fortran", "negative", "zero", "strided", "misaligned", "readonly"]
 INTS = st.one_of(st.integers(-3, 40), st.sampled_from([2**31, 2**31 - 1 + 2**31, 2**63 - 1, -2**31, -2**63]),
                  st.sampled_from([True, False, 2.0, 3.9, None, "3", np.int64(2), np.int32(1), np.uint64(2**63)]))
 
@@ -84,7 +85,7 @@ def _layout(a, layout):
     return np.ascontiguousarray(a)
 
 
-def draw_array(data, label, shape, dtypes=DTYPES, layouts=LAYOUTS, specials=("none",) * 6 + ("nan", "inf", "-inf", "huge", "tiny", "dup")):
+def draw_array(data, label, shape, dtypes=DTYPES, layouts=LAYOUTS, specials=("none",) * 10 + ("nan", "inf", "-inf", "huge", "tiny", "dup")):
     dtype = data.draw(st.sampled_from(dtypes), label=f"{label}.dtype")
     special = data.draw(st.sampled_from(specials), label=f"{label}.values")
     layout = data.draw(st.sampled_from(layouts), label=f"{label}.layout")
@@ -95,7 +96,7 @@ def draw_array(data, label, shape, dtypes=DTYPES, layouts=LAYOUTS, specials=("no
 
 def shape_near(data, label, base, max_extra_dims=1):
     """`base` most of the time; sometimes a dimension changed, dropped, added or zero."""
-    kind = data.draw(st.sampled_from(["same"] * 6 + ["zero", "change", "drop", "add"]), label=f"{label}.shape")
+    kind = data.draw(st.sampled_from(["same"] * 12 + ["zero", "change", "drop", "add"]), label=f"{label}.shape")
     shape = list(base)
     if kind == "zero" and shape:
         shape[data.draw(st.integers(0, len(shape) - 1))] = 0
@@ -119,13 +120,19 @@ def expect_clean_error(exc, names):
     assert any(re.search(rf"\b{re.escape(n)}\b", msg) for n in names), f"message names no argument {names}: {msg!r}"
 
 
+COUNTS = collections.Counter()  # (op, "accepted" | "rejected") -> calls; tools/fuzz_long.py reports them
+
+
 def call(fn, names, *args, **kw):
     """(result, None) or (None, exception) after checking the exception is a clean argument error."""
     try:
-        return fn(*args, **kw), None
+        res = fn(*args, **kw)
     except Exception as e:  # noqa: BLE001 - classified here
+        COUNTS[(fn.__name__, "rejected")] += 1
         expect_clean_error(e, names)
         return None, e
+    COUNTS[(fn.__name__, "accepted")] += 1
+    return res, None
 
 
 def finite(*arrays):
@@ -195,7 +202,7 @@ def test_fuzz_knn_valid_inputs_are_accepted(data):
     q = draw_array(data, "queries", (Q, D), [dtype], ["c"], ["none", "dup", "tiny"])
     b = draw_array(data, "bank", (M, D), [dtype], ["c"], ["none", "dup", "tiny"])
     k = data.draw(st.integers(1, min(M, 64)))
-    dist, idx = ops.knn(q, b, k)
+    (dist, idx), _ = call(ops.knn, KNN_NAMES, q, b, k)
     check_knn_result(q, b, k, dist, idx)
     n = ops.knn_bank_sq_norms(b)
     np.testing.assert_allclose(n, (np.asarray(b, np.float64) ** 2).sum(1), rtol=1e-5, atol=1e-30)
@@ -270,7 +277,7 @@ def test_fuzz_coreset_valid_inputs_are_accepted(data):
     N, D = data.draw(st.integers(1, 60)), data.draw(st.integers(1, 20))
     x = draw_array(data, "features", (N, D), ["float32", "float16"], ["c"], ["none", "dup", "tiny"])
     n, start = data.draw(st.integers(1, N)), data.draw(st.integers(0, N - 1))
-    idx, dist = ops.coreset(x, n, start=start, return_distances=True)
+    (idx, dist), _ = call(ops.coreset, CORESET_NAMES, x, n, start=start, return_distances=True)
     check_selection(x, n, start, idx, dist)
 
 
@@ -326,6 +333,23 @@ def test_fuzz_msgms(data):
         assert res is out
 
 
+@FUZZ
+@given(st.data())
+def test_fuzz_msgms_valid_inputs_are_accepted(data):
+    scales = data.draw(st.integers(1, 4), label="scales")
+    lo = 2 ** (scales - 1)
+    B, C = data.draw(st.integers(1, 2), label="B"), data.draw(st.integers(1, 3), label="C")
+    H, W = data.draw(st.integers(lo, 40), label="H"), data.draw(st.integers(lo, 40), label="W")
+    dtype = data.draw(st.sampled_from(["float32", "float16"]), label="dtype")
+    x = draw_array(data, "image", (B, C, H, W), [dtype], ["c"], ["unit"])
+    y = draw_array(data, "reconstruction", (B, C, H, W), [dtype], ["c"], ["unit", "unit", "dup"])
+    c = data.draw(st.sampled_from([0.0026, 1.0, 1e-3, 10.0]), label="c")
+    mf = data.draw(st.sampled_from([1, 3, 5, 7, 21, 63]), label="mean_filter")
+    res, _ = call(ops.msgms_map, MSGMS_NAMES, x, y, c=c, scales=scales, mean_filter=mf)
+    ref = R.msgms_map_reference(np.asarray(x, np.float32), np.asarray(y, np.float32), c=c, scales=scales, mean_filter=mf).numpy()
+    np.testing.assert_allclose(res, ref, atol=2e-4)
+
+
 # ------------------------------------------------------------------------------------------------
 # softmask
 # ------------------------------------------------------------------------------------------------
@@ -359,6 +383,24 @@ def test_fuzz_softmask(data):
             np.testing.assert_allclose(res.astype(np.float32), ref.astype(np.float32), rtol=1e-3, atol=1e-7)
         else:
             np.testing.assert_allclose(res, ref, rtol=1e-6, atol=0)
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_softmask_valid_inputs_are_accepted(data):
+    B = data.draw(st.integers(1, 3), label="B")
+    h, w = data.draw(st.integers(1, 8), label="h"), data.draw(st.integers(1, 8), label="w")
+    C, Hs, Ws = data.draw(st.integers(1, 4), label="C"), data.draw(st.integers(1, 33), label="Hs"), data.draw(st.integers(1, 33), label="Ws")
+    p = draw_array(data, "pred", (B, h, w), ["float32", "float16"], ["c"], ["none", "none", "dup", "tiny"])
+    f = draw_array(data, "features", (B, C, Hs, Ws), ["float32", "float16"], ["c"], ["none"])
+    in_place = data.draw(st.booleans(), label="in_place")
+    f_before = f.copy()
+    res, _ = call(ops.softmask_apply, SOFTMASK_NAMES, p, f, out=f if in_place else None)
+    ref = np.asarray(R.softmask_apply_reference(np.asarray(p, np.float32), f_before))
+    if f.dtype == np.float16:
+        np.testing.assert_allclose(np.asarray(res, np.float32), ref.astype(np.float32), rtol=1e-3, atol=1e-7)
+    else:
+        np.testing.assert_allclose(res, ref, rtol=1e-6, atol=0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -395,6 +437,30 @@ def test_fuzz_pro(data):
     if curve_or_area == "pro_curve":
         np.testing.assert_allclose(res.fpr, ref[0], atol=1e-12)
         np.testing.assert_allclose(res.pro, ref[1], atol=1e-12)
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_pro_valid_inputs_are_accepted(data):
+    N, H, W = data.draw(st.integers(1, 3), label="N"), data.draw(st.integers(1, 12), label="H"), data.draw(st.integers(2, 12), label="W")
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    g = np.random.default_rng(seed)
+    masks = g.random((N, H, W)) < data.draw(st.sampled_from([0.05, 0.2, 0.5]), label="density")
+    masks.reshape(-1)[0], masks.reshape(-1)[-1] = True, False  # at least one defect and one normal pixel
+    dtype = data.draw(st.sampled_from(["float32", "float64"]), label="dtype")
+    maps = g.standard_normal((N, H, W)) + masks * data.draw(st.sampled_from([0.0, 0.5, 2.0]), label="signal")
+    if data.draw(st.booleans(), label="ties"):
+        maps = np.round(maps * 2) / 2
+    maps = maps.astype(dtype)
+    m = masks.astype(data.draw(st.sampled_from(["bool", "uint8"]), label="mask_dtype"))
+    fpr_limit = data.draw(st.sampled_from([0.3, 1.0, 0.05, 1e-3]), label="fpr_limit")
+    res, _ = call(ops.pro_curve, PRO_NAMES, maps, m, fpr_limit)
+    ref = R.pro_curve(maps, masks, fpr_limit)
+    assert abs(res.aupro - ref[3]) <= 1e-9
+    np.testing.assert_allclose(res.fpr, ref[0], atol=1e-12)
+    np.testing.assert_allclose(res.pro, ref[1], atol=1e-12)
+    area, _ = call(ops.aupro, PRO_NAMES, maps, m, fpr_limit)
+    assert abs(area - ref[3]) <= 1e-9
 
 
 def test_fuzz_settings_are_bounded():
