@@ -77,6 +77,9 @@ def postprocess(outputs: Mapping[str, Any], artifact) -> Tuple[np.ndarray, np.nd
     dist, idx = ops.knn(emb.reshape(b * n, d), bank, k=1)
     dist = np.asarray(dist, dtype=np.float32).reshape(b, n)
     idx = np.asarray(idx, dtype=np.int64).reshape(b, n)
+    if (idx < 0).any() or not np.isfinite(dist).all():  # never index the bank with -1
+        raise ValueError("postprocess(patchcore): knn found no finite nearest bank row for some embeddings "
+                         "(float32 overflow of the squared norms); the network's embeddings are out of range")
     arg = dist.argmax(axis=1)
     rows = np.arange(b)
     s_star = dist[rows, arg]
