@@ -37,7 +37,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from edgead.artifact import _sha256, read_meta, record_export
+from edgead.artifact import _sha256, read_meta, record_export, verified_path
 
 INT8_ONNX_FILE = "model.int8.onnx"
 DEFAULT_OP_TYPES = ("Conv", "Relu")
@@ -184,6 +184,7 @@ def quantize_onnx(
     src = onnx_file(meta, artifact_dir)
     if not os.path.isfile(src):
         raise FileNotFoundError(f"quantize_onnx: no fp32 ONNX export ({src}); run `edgead export {artifact_dir}` first")
+    src = verified_path(artifact_dir, os.path.relpath(src, artifact_dir), meta=meta)
     data, calib_src = _calibration_data(calibration, meta, int(limit))
     path = os.path.abspath(out) if out else os.path.join(artifact_dir, INT8_ONNX_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)

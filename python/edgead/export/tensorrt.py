@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from edgead.artifact import _sha256, read_meta
+from edgead.artifact import _sha256, read_meta, record_file, verified_path
 
 PRECISIONS = ("fp32", "fp16", "int8")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -218,9 +218,10 @@ def build_engine(
     key = engine_key(onnx_sha, precision, cuda_device_info(0), trt.__version__, dla_core, min_b, opt_b, max_b)
     base = os.path.join(cache_dir, _engine_name(key))
     engine_path, key_path = base + ".engine", base + ".json"
+    is_artifact = os.path.isfile(os.path.join(artifact_dir, "edgead.json"))
     if not force and os.path.isfile(engine_path) and os.path.isfile(key_path):
         with open(key_path) as f:
-            if json.load(f).get("key") == key:
+            if json.load(f).get("key") == key and _cached_engine_ok(artifact_dir, engine_path, is_artifact):
                 return engine_path
     # only a build needs the calibration data: a cached int8 engine is found without it
     if precision == "int8" and calibration_images is None:
@@ -289,7 +290,24 @@ def build_engine(
     with open(key_path, "w") as f:
         json.dump({"key": key, "onnx": os.path.abspath(onnx_path), "build_seconds": round(time.time() - t0, 2),
                    "workspace_gib": workspace_gib}, f, indent=2, sort_keys=True)
+    if is_artifact:  # the runtime verifies the engine against this sha256 before deserialising it
+        record_file(artifact_dir, engine_path)
     return engine_path
+
+
+def _cached_engine_ok(artifact_dir: str, engine_path: str, is_artifact: bool) -> bool:
+    """A cached engine inside an artifact is reused only when it matches its recorded sha256."""
+    if not is_artifact:
+        return True
+    root = os.path.realpath(artifact_dir)
+    real = os.path.realpath(engine_path)
+    if os.path.commonpath([root, real]) != root:
+        return True
+    try:
+        verified_path(artifact_dir, os.path.relpath(real, root))
+    except Exception:  # not recorded (older edgead) or altered: rebuild it
+        return False
+    return True
 
 
 def find_or_build_engine(artifact_dir: str, precision: str = "fp16", **kwargs) -> str:  # pragma: no cover - GPU
@@ -303,4 +321,5 @@ def find_or_build_engine(artifact_dir: str, precision: str = "fp16", **kwargs) -
             f"artifact '{artifact_dir}' has no ONNX export: run `edgead export {artifact_dir}` "
             f"(then `edgead export {artifact_dir} --format tensorrt` on the target GPU)"
         )
+    onnx_path = verified_path(artifact_dir, os.path.relpath(onnx_path, os.path.abspath(artifact_dir)), meta=meta)
     return build_engine(onnx_path, precision=precision, artifact_dir=artifact_dir, **kwargs)

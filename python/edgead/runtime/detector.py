@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 import cv2
 import numpy as np
 
-from edgead.artifact import Artifact, ArtifactError, load_artifact
+from edgead.artifact import Artifact, ArtifactError, confined_path, load_artifact, verified_path
 from edgead.runtime import backends as _backends
 from edgead.runtime.postprocess import postprocess
 
@@ -161,7 +161,7 @@ def onnx_file(art_or_meta: Union[Artifact, Dict[str, Any]], artifact_dir: str) -
     """Path of the artifact's ONNX export (from meta['exports']['onnx']['file'], default model.onnx)."""
     meta = art_or_meta.meta if isinstance(art_or_meta, Artifact) else art_or_meta
     rel = ((meta.get("exports") or {}).get("onnx") or {}).get("file", "model.onnx")
-    return rel if os.path.isabs(rel) else os.path.join(artifact_dir, rel)
+    return confined_path(artifact_dir, rel, "exports.onnx.file")
 
 
 def _int8_onnx_file(art: Artifact, artifact_dir: str) -> str:
@@ -176,7 +176,19 @@ def _int8_onnx_file(art: Artifact, artifact_dir: str) -> str:
 
         warnings.warn(f"artifact '{artifact_dir}': model.int8.onnx was quantized from an older fp32 export; "
                       "re-run `edgead export --format onnx --precision int8`", stacklevel=3)
-    return rel if os.path.isabs(rel) else os.path.join(artifact_dir, rel)
+    return confined_path(artifact_dir, rel, "exports.onnx_int8.file")
+
+
+def _verified_engine(artifact_dir: str, engine: str) -> str:
+    """An engine inside the artifact directory must match its recorded sha256 (edgead.json files);
+    an engine file the caller names outside the artifact is the caller's own file."""
+    root = os.path.realpath(artifact_dir)
+    real = os.path.realpath(engine)
+    if os.path.commonpath([root, real]) != root:
+        return engine
+    from edgead.artifact import read_meta
+
+    return verified_path(artifact_dir, os.path.relpath(real, root), meta=read_meta(artifact_dir))
 
 
 def _timer():
@@ -251,6 +263,7 @@ class Detector:
                     f"artifact '{path}' has no ONNX export ({onnx_path} is missing): run `edgead export {path}` "
                     "(needs torch) before loading it with the onnxruntime backend"
                 )
+            onnx_path = verified_path(path, os.path.relpath(onnx_path, path), meta=art.meta)  # sha256 as recorded
             be = _backends.OnnxRuntimeBackend(onnx_path, device=device or "cpu", precision=precision or "fp32",
                                               **backend_kwargs)
         elif backend == "torch":
@@ -264,6 +277,7 @@ class Detector:
                 from edgead.export.tensorrt import find_or_build_engine
 
                 engine = find_or_build_engine(path, precision=precision)
+            engine = _verified_engine(path, engine)
             be = _backends.TensorRTBackend(engine, precision=precision, **backend_kwargs)
         return cls(art, be, threshold=threshold, pixel_threshold=pixel_threshold, batch_size=batch_size)
 
