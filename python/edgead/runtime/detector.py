@@ -364,13 +364,18 @@ class Detector:
         scores, maps = self.infer_preprocessed(x)
         t1 = _timer()
         sizes = [a.shape[:2] for a in arrs]
-        full = []
-        for m, (h, w) in zip(maps, sizes):
+        del arrs  # the decoded images are not needed any more (large inputs: free them before upsampling)
+        same = len({tuple(s) for s in sizes}) <= 1
+        # same-size batch: upsample straight into one array (np.stack of full-size maps doubled the memory)
+        full = np.empty((n,) + tuple(int(v) for v in sizes[0]), np.float32) if (same and n) else []
+        for i, (m, (h, w)) in enumerate(zip(maps, sizes)):
             if m.shape != (h, w):
                 m = cv2.resize(m, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
-            full.append(np.ascontiguousarray(m, dtype=np.float32))
-        same = len({tuple(s) for s in sizes}) <= 1
-        amaps = np.stack(full) if (same and full) else (full if full else np.zeros((0,) + self.preprocessing.size, np.float32))
+            if same:
+                full[i] = m
+            else:
+                full.append(np.ascontiguousarray(m, dtype=np.float32))
+        amaps = full if (same and n) else (full if full else np.zeros((0,) + self.preprocessing.size, np.float32))
         if self.pixel_threshold is None:
             masks = None
         elif isinstance(amaps, np.ndarray):
