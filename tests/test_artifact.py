@@ -236,6 +236,15 @@ def test_non_finite_and_out_of_range_values_rejected(tmp_path, field, value, mat
         load_artifact(p)
 
 
+@pytest.mark.parametrize("key,value", [("msgms_c", 1e-46), ("msgms_c", 1e39), ("msgms_scales", 3.9),
+                                       ("msgms_scales", 0), ("msgms_mean_filter", 2), ("msgms_mean_filter", True)])
+def test_fader_msgms_config_validated_on_load(tmp_path, key, value):
+    p = save_artifact(str(tmp_path / "f"), "fader", {key: value}, {"size": [8, 8], "channels": 3},
+                      {"w": np.zeros(2, np.float32)})
+    with pytest.raises(ArtifactError, match=f"config\\.{key}"):
+        load_artifact(p)
+
+
 def _save_patchcore(path, neighbors):
     bank = np.arange(12, dtype=np.float32).reshape(4, 3)
     return save_artifact(str(path), "patchcore", {"blur_sigma": 4.0, "num_neighbors": 2, "grid": [2, 2]},

@@ -525,10 +525,16 @@ def _validate_config(meta: Dict[str, Any], mpath: str, bad) -> None:
             g = cfg["grid"]
             if not (isinstance(g, list) and len(g) == 2 and all(_is_int(v) and 1 <= v <= 1 << 16 for v in g)):
                 raise bad("config.grid", "[h, w] positive ints", g)
-    else:
-        for key in ("msgms_c", "msgms_scales", "msgms_mean_filter"):
-            if key in cfg and cfg[key] is not None and not _is_number(cfg[key]):
-                raise bad(f"config.{key}", "a finite number", cfg[key])
+    if meta["model_type"] == "fader":  # the runtime passes these to ops.msgms_map
+        c = cfg.get("msgms_c")
+        if c is not None and not (_is_number(c) and 1.1754944e-38 <= c <= 3.4028234e38):
+            raise bad("config.msgms_c", "a finite number > 0 representable in float32", c)
+        sc = cfg.get("msgms_scales")
+        if sc is not None and not (_is_int(sc) and 1 <= sc <= 8):
+            raise bad("config.msgms_scales", "an int in [1, 8]", sc)
+        mf = cfg.get("msgms_mean_filter")
+        if mf is not None and not (_is_int(mf) and 1 <= mf <= 63 and mf % 2 == 1):
+            raise bad("config.msgms_mean_filter", "an odd int in [1, 63]", mf)
 
 
 def _validate_tensors(meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray], wpath: str) -> None:
