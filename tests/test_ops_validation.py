@@ -105,6 +105,14 @@ def test_knn_norm_overflow_is_valueerror_not_minus_one(rng, scale, which):
         ops.knn(q, b, k=1)
 
 
+def test_knn_norm_overflow_with_precomputed_norms(rng):
+    q = rng.standard_normal((4, 8)).astype(np.float32)
+    b = rng.standard_normal((6, 8)).astype(np.float32)
+    b[3] = np.float32(3e19)
+    with pytest.raises(ValueError, match="'bank'"):
+        ops.knn(q, b, k=1, bank_sq_norms=ops.knn_bank_sq_norms(b))
+
+
 def test_knn_large_but_safe_norms_still_exact(rng):
     q = (rng.standard_normal((5, 8)) * 1e17).astype(np.float32)
     b = (rng.standard_normal((7, 8)) * 1e17).astype(np.float32)

@@ -205,7 +205,14 @@ def knn(queries: Any, bank: Any, k: int = 1, bank_sq_norms: Any = None):
     arrs, on_cuda, stream = _prepare(op, queries=queries, bank=bank, bank_sq_norms=bank_sq_norms)
     q = arrs["queries"]
     _check_knn_range(op, "queries", q)
-    _check_knn_range(op, "bank", arrs["bank"])
+    norms = arrs["bank_sq_norms"]
+    if norms is None:
+        _check_knn_range(op, "bank", arrs["bank"])  # one pass, like the kernel's own norm computation
+    elif isinstance(norms, np.ndarray) and norms.size and norms.dtype.kind == "f":
+        top = float(np.max(norms))  # precomputed float32 |b|^2: overflowed rows are inf (or NaN)
+        if not top < _KNN_MAX_NORM * _KNN_MAX_NORM:
+            raise ValueError(f"{op}: argument 'bank' has a row whose squared L2 norm is {top:.3g} (bank_sq_norms); "
+                             f"knn needs every row norm < {_KNN_MAX_NORM:.3g} (rescale the features)")
     m = arrs["bank"].shape[0] if getattr(arrs["bank"], "ndim", 0) == 2 else None
     if m is not None and k > m >= 1:  # before allocating (Q, k) outputs; same message as the kernel
         raise ValueError(f"{op}: argument 'k' expected k <= bank rows M = {m} (bank smaller than k), "
