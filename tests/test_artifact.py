@@ -395,3 +395,39 @@ def test_killed_save_leaves_old_or_new_artifact(tmp_path):
     save_artifact(path, "patchcore", {"v": 2}, {"size": [8, 8], "channels": 3}, {"bank": np.zeros((2, 2), np.float32)})
     assert [f for f in os.listdir(tmp_path) if f.startswith(".edgead") or f.endswith(".edgead-old")] == []
     assert load_artifact(path).config["v"] == 2
+
+
+def test_detector_load_rejects_tampered_onnx(tmp_path):
+    """Detector.load verified only the weights: a swapped model.onnx reached ONNX Runtime."""
+    pytest.importorskip("onnxruntime")
+    from edgead.runtime.detector import Detector
+
+    p = _with_export(tmp_path)
+    with open(os.path.join(p, "model.onnx"), "r+b") as f:
+        f.write(b"XXXX")
+    with pytest.raises(ArtifactError, match="sha256"):
+        Detector.load(p, backend="onnxruntime", device="cpu")
+    _edit_meta(p, lambda m: m["exports"]["onnx"].__setitem__("file", "../x.onnx"))
+    with pytest.raises(ArtifactError, match="exports.onnx.file|outside"):
+        Detector.load(p, backend="onnxruntime", device="cpu")
+
+
+def test_engine_inside_artifact_is_verified(tmp_path):
+    from edgead.runtime import detector as det
+
+    p = _save(tmp_path / "a")
+    os.makedirs(os.path.join(p, "engines"))
+    eng = os.path.join(p, "engines", "x.engine")
+    with open(eng, "wb") as f:
+        f.write(b"engine bytes")
+    with pytest.raises(ArtifactError, match="engines/x.engine"):  # not recorded: cannot be verified
+        det._verified_engine(p, eng)
+    assert artifact_mod.record_file(p, eng) == "engines/x.engine"
+    assert det._verified_engine(p, eng) == eng
+    with open(eng, "r+b") as f:
+        f.write(b"ENGINE")
+    with pytest.raises(ArtifactError, match="sha256"):
+        det._verified_engine(p, eng)
+    other = tmp_path / "mine.engine"  # an engine file the caller names outside the artifact is theirs
+    other.write_bytes(b"x")
+    assert det._verified_engine(p, str(other)) == str(other)
