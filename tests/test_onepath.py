@@ -534,3 +534,59 @@ def test_main_turns_memory_error_into_a_message(monkeypatch, capsys):
     assert main(["predict", "A", "img.png", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "out of memory" in err and "edgead predict" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# coreset progress and interruption in training (issue 10 item 6, Python side)
+# ----------------------------------------------------------------------------------------------
+def test_training_coreset_selection_is_todays_selection():
+    from edgead import ops
+    from edgead.models.patchcore import _coreset
+
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal((700, 16)).astype(np.float32))
+    for seed in (0, 5):
+        start = int(np.random.default_rng(seed).integers(700))
+        ref = torch.as_tensor(ops.coreset(x, 90, start=start)).long()
+        assert torch.equal(_coreset(x, 90, seed, progress=True), ref)
+
+
+def test_coreset_progress_bar_only_for_long_runs(monkeypatch, capsys):
+    from edgead.models import patchcore
+
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal((300, 8)).astype(np.float32))
+    patchcore._coreset(x, 40, 0, progress=True)  # a few ms: below the 2 s delay, no bar
+    assert "coreset" not in capsys.readouterr().err
+    monkeypatch.setattr(patchcore, "CORESET_PROGRESS_DELAY_S", 0.0)
+    patchcore._coreset(x, 40, 0, progress=True)
+    err = capsys.readouterr().err
+    assert "coreset" in err and "40/40" in err
+    patchcore._coreset(x, 40, 0, progress=False)
+    assert "coreset" not in capsys.readouterr().err
+
+
+def test_ctrl_c_during_the_coreset_leaves_no_artifact(mvtec, tmp_path, monkeypatch, capsys):
+    from edgead import ops
+
+    calls = []
+    real = ops.CoresetSelector.step
+
+    def step(self, k):
+        calls.append(k)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, k)
+
+    monkeypatch.setattr(ops.CoresetSelector, "step", step)
+    out = tmp_path / "runs" / "art"
+    recipe = {"model": "patchcore", "config": dict(backbone="resnet18", allow_random=True, layers=["layer1"],
+                                                   image_size=[32, 32], coreset_ratio=0.5)}
+    import yaml
+
+    rpath = tmp_path / "r.yaml"
+    rpath.write_text(yaml.safe_dump(recipe))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["train", str(rpath), mvtec, str(out), "--device", "cpu", "--quiet"]) == 130
+    assert len(calls) == 2 and "interrupted" in capsys.readouterr().err
+    assert not out.exists()
+    assert not [p for p in os.listdir(out.parent) if p.startswith(".edgead")] if out.parent.exists() else True

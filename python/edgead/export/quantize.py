@@ -42,12 +42,7 @@ from edgead.artifact import INT8_ONNX_FILE, export_file, read_meta, record_expor
 DEFAULT_OP_TYPES = ("Conv", "Relu")
 EXPORT_KEY = "onnx_int8"
 
-__all__ = ["quantize_onnx", "ArrayCalibrationReader", "int8_onnx_file", "INT8_ONNX_FILE", "EXPORT_KEY"]
-
-
-def int8_onnx_file(meta: Dict[str, Any], artifact_dir: str) -> str:
-    """Path of the artifact's int8 ONNX graph (edgead.artifact.export_file(meta, artifact_dir, "onnx_int8"))."""
-    return export_file(meta, artifact_dir, EXPORT_KEY)
+__all__ = ["quantize_onnx", "ArrayCalibrationReader", "INT8_ONNX_FILE", "EXPORT_KEY"]
 
 
 def _reader_base():
