@@ -195,14 +195,13 @@ def test_symlink_leaving_artifact_dir_rejected(tmp_path):
         artifact_mod.verified_path(p, "model.onnx")
 
 
-def test_detector_onnx_path_outside_rejected(tmp_path):
-    from edgead.runtime.detector import onnx_file
-
+def test_export_file_outside_rejected(tmp_path):
     p = _with_export(tmp_path)
     meta = read_meta(p)
-    meta["exports"]["onnx"]["file"] = "/etc/passwd"
-    with pytest.raises(ArtifactError, match="exports.onnx.file"):
-        onnx_file(meta, p)
+    for bad in ("/etc/passwd", "../x.onnx"):
+        meta["exports"]["onnx"]["file"] = bad
+        with pytest.raises(ArtifactError, match="exports.onnx.file"):
+            artifact_mod.export_file(meta, p, "onnx")
 
 
 def test_record_export_outside_dir_not_recorded(tmp_path):
