@@ -430,3 +430,30 @@ def test_engine_inside_artifact_is_verified(tmp_path):
     other = tmp_path / "mine.engine"  # an engine file the caller names outside the artifact is theirs
     other.write_bytes(b"x")
     assert det._verified_engine(p, str(other)) == str(other)
+
+
+def test_fallback_without_rename_exchange_recovers_old(tmp_path, monkeypatch):
+    """Filesystems without RENAME_EXCHANGE: a save interrupted between its two renames leaves the old
+    artifact at <path>.edgead-old; the next load (or save) puts it back."""
+    path = str(tmp_path / "art")
+    _save(path)
+    monkeypatch.setattr(artifact_mod, "_exchange", lambda a, b: False)
+    real_rename = os.rename
+    calls = []
+
+    def rename(a, b):
+        calls.append((a, b))
+        if len(calls) == 2:  # the interruption between 'path -> old' and 'tmp -> path'
+            raise KeyboardInterrupt
+        return real_rename(a, b)
+
+    monkeypatch.setattr(artifact_mod.os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        _save(path, tensors={"bank": np.ones((2, 2), np.float32)})
+    monkeypatch.setattr(artifact_mod.os, "rename", real_rename)
+    assert not os.path.exists(path) and os.path.isdir(path + ".edgead-old")
+    art = load_artifact(path)  # restored: the old artifact
+    assert art.tensors["bank"].shape == (3, 4)
+    _save(path, tensors={"bank": np.ones((2, 2), np.float32)})  # fallback save completes
+    assert load_artifact(path).tensors["bank"].shape == (2, 2)
+    assert [f for f in os.listdir(tmp_path) if "edgead" in f] == []

@@ -241,10 +241,25 @@ def _install_dir(tmp: str, path: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _save_in_progress(parent: str) -> bool:
+    """True when a live process (other than this one) has a temporary save directory in `parent`."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return False
+    for name in names:
+        m = re.match(re.escape(TMP_PREFIX) + r"(\d+)-[0-9a-f]+$", name)
+        if m and int(m.group(1)) != os.getpid() and _pid_alive(int(m.group(1))):
+            return True
+    return False
+
+
 def _recover_interrupted(path: str) -> None:
-    """A save killed between its two renames (filesystems without RENAME_EXCHANGE): restore the old one."""
+    """A save killed between its two renames (filesystems without RENAME_EXCHANGE): restore the old one,
+    unless another process is saving right now (it is between its renames, not killed)."""
     old = path + ".edgead-old"
-    if not os.path.lexists(path) and os.path.isfile(os.path.join(old, META_FILE)):
+    if (not os.path.lexists(path) and os.path.isfile(os.path.join(old, META_FILE))
+            and not _save_in_progress(os.path.dirname(path))):
         try:
             os.rename(old, path)
         except OSError:  # pragma: no cover - read-only parent: read_meta reports the missing artifact
