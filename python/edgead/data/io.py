@@ -288,7 +288,8 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None, max_bytes: Opti
         raise ImageReadError(f"out of memory decoding image file (lower max_pixels or free memory): {p}") from None
     del buf, data
     if img is None or img.size == 0:
-        raise ImageReadError(f"not a readable image (unknown format or corrupt data): {p}")
+        claim = f"header claims {wh[0]}x{wh[1]}; " if wh is not None else ""
+        raise ImageReadError(f"not a readable image ({claim}unknown format or corrupt data): {p}")
     if img.shape[0] * img.shape[1] > limit:  # formats whose header was not parsed
         raise ImageReadError(f"image is {img.shape[1]}x{img.shape[0]} pixels, more than the limit of {limit}: {p}")
     if img.ndim == 3:
