@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from edgead.artifact import _sha256, read_meta
+from edgead.artifact import ENGINES_DIR, export_file, read_meta, record_file, sha256_file, verified_path
 
 PRECISIONS = ("fp32", "fp16", "int8")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -60,9 +60,9 @@ def tensorrt_available() -> bool:
 
 
 def _import_trt():
-    from edgead.runtime.backends import _import_tensorrt
+    from edgead.runtime.backends import import_tensorrt
 
-    return _import_tensorrt()
+    return import_tensorrt()
 
 
 def _slug(s: str) -> str:
@@ -207,20 +207,21 @@ def build_engine(
     from edgead.runtime.backends import cuda_device_info
 
     artifact_dir = os.path.abspath(artifact_dir or os.path.dirname(os.path.abspath(onnx_path)))
-    cache_dir = cache_dir or os.path.join(artifact_dir, "engines")
+    cache_dir = cache_dir or os.path.join(artifact_dir, ENGINES_DIR)
     os.makedirs(cache_dir, exist_ok=True)
     if dla_core is not None:
         min_b = opt_b = max_b = int(dla_batch)
     else:
         min_b, max_b = 1, int(max_batch)
         opt_b = int(opt_batch or min(8, max_b))
-    onnx_sha = _sha256(onnx_path)
+    onnx_sha = sha256_file(onnx_path)
     key = engine_key(onnx_sha, precision, cuda_device_info(0), trt.__version__, dla_core, min_b, opt_b, max_b)
     base = os.path.join(cache_dir, _engine_name(key))
     engine_path, key_path = base + ".engine", base + ".json"
+    is_artifact = os.path.isfile(os.path.join(artifact_dir, "edgead.json"))
     if not force and os.path.isfile(engine_path) and os.path.isfile(key_path):
         with open(key_path) as f:
-            if json.load(f).get("key") == key:
+            if json.load(f).get("key") == key and _cached_engine_ok(artifact_dir, engine_path, is_artifact):
                 return engine_path
     # only a build needs the calibration data: a cached int8 engine is found without it
     if precision == "int8" and calibration_images is None:
@@ -289,18 +290,34 @@ def build_engine(
     with open(key_path, "w") as f:
         json.dump({"key": key, "onnx": os.path.abspath(onnx_path), "build_seconds": round(time.time() - t0, 2),
                    "workspace_gib": workspace_gib}, f, indent=2, sort_keys=True)
+    if is_artifact:  # the runtime verifies the engine against this sha256 before deserialising it
+        record_file(artifact_dir, engine_path)
     return engine_path
+
+
+def _cached_engine_ok(artifact_dir: str, engine_path: str, is_artifact: bool) -> bool:
+    """A cached engine inside an artifact is reused only when it matches its recorded sha256."""
+    if not is_artifact:
+        return True
+    root = os.path.realpath(artifact_dir)
+    real = os.path.realpath(engine_path)
+    if os.path.commonpath([root, real]) != root:
+        return True
+    try:
+        verified_path(artifact_dir, os.path.relpath(real, root))
+    except Exception:  # not recorded (older edgead) or altered: rebuild it
+        return False
+    return True
 
 
 def find_or_build_engine(artifact_dir: str, precision: str = "fp16", **kwargs) -> str:  # pragma: no cover - GPU
     """The artifact's cached engine for this GPU / TensorRT / precision, built from its ONNX graph if missing."""
-    from edgead.runtime.detector import onnx_file
-
     meta = read_meta(artifact_dir)
-    onnx_path = onnx_file(meta, os.path.abspath(artifact_dir))
+    onnx_path = export_file(meta, os.path.abspath(artifact_dir), "onnx")
     if not os.path.isfile(onnx_path):
         raise FileNotFoundError(
             f"artifact '{artifact_dir}' has no ONNX export: run `edgead export {artifact_dir}` "
             f"(then `edgead export {artifact_dir} --format tensorrt` on the target GPU)"
         )
+    onnx_path = verified_path(artifact_dir, os.path.relpath(onnx_path, os.path.abspath(artifact_dir)), meta=meta)
     return build_engine(onnx_path, precision=precision, artifact_dir=artifact_dir, **kwargs)
