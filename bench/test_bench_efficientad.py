@@ -43,6 +43,44 @@ def image(batch=1):
     return np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
 
 
+def reference(m, x):
+    """Independent EfficientAD maps (float64 NumPy + OpenCV after the three networks; see
+    tests/test_efficientad.reference_efficientad): teacher normalisation, the two squared-difference maps,
+    quantile normalisation, 0.5/0.5 combination, 4-pixel zero padding, bilinear resize, score = max (the
+    EfficientAD score; PUAD adds its head, so PUAD rows compare maps only)."""
+    import cv2
+
+    xt = torch.as_tensor(np.asarray(x, np.float32))
+    with torch.no_grad():
+        t = m.teacher(xt).double().numpy()
+        s = m.student(xt).double().numpy()
+        a = m.autoencoder(xt).double().numpy()
+    c = int(m.out_channels)
+    t = (t - m.teacher_mean.double().numpy()) / m.teacher_std.double().numpy()
+    st = ((t - s[:, :c]) ** 2).mean(axis=1)
+    ae = ((a - s[:, c:]) ** 2).mean(axis=1)
+    qst, qae = m.q_st.double().numpy(), m.q_ae.double().numpy()
+    comb = 0.05 * (st - qst[0]) / (qst[1] - qst[0]) + 0.05 * (ae - qae[0]) / (qae[1] - qae[0])
+    maps = np.stack([cv2.resize(np.pad(k, 4), (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) for k in comb])
+    return maps.reshape(len(maps), -1).max(axis=1), maps
+
+
+def check(variant, s, mp, ref, rel):
+    """maps (and EfficientAD scores) within rel * max|reference map| of the reference."""
+    from _checks import check_close
+
+    tol = rel * float(np.abs(ref[1]).max())
+    check_close(np.asarray(mp, np.float32).reshape(ref[1].shape), ref[1], tol, f"{variant} maps")
+    if not variant.startswith("puad"):
+        check_close(np.asarray(s, np.float32).reshape(-1), ref[0], tol, f"{variant} scores")
+
+
+# fp32 rows: float32 networks vs the float64 post-network, rel 1e-4 of the map range; fp16 rows: rel 2e-2
+# (fp16 activations through ~10 convolutions per network); int8 (latency only): rel 1.0, i.e. the map is
+# finite and of the right magnitude (a broken graph is off by orders of magnitude or NaN).
+REL_FP32, REL_FP16, REL_INT8 = 1e-4, 2e-2, 1.0
+
+
 def onnx_session(m, tmp_path, providers=("CPUExecutionProvider",)):
     return export_ort_session(m.export_module(), torch.from_numpy(image(1)), str(tmp_path / "ead.onnx"),
                               m.export_outputs, providers)
@@ -58,6 +96,7 @@ def test_cpu_eager_b1(benchmark, variant):
         s, mp = m.predict(x)
         return s.numpy(), mp.numpy()
 
+    check(variant, *run(), reference(m, x), REL_FP32)
     s, mp = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
     assert s.shape == (1,) and mp.shape == (1, SIZE, SIZE)
 
@@ -73,6 +112,7 @@ def test_cpu_onnxruntime_b1(benchmark, variant, tmp_path):
     def run():
         return post_efficientad.postprocess(sess.run(None, {"image": x}))
 
+    check(variant, *run(), reference(m, x), REL_FP32)
     s, mp = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
     np.testing.assert_allclose(s, ref[0].numpy(), rtol=1e-3, atol=1e-3)
 
@@ -104,6 +144,7 @@ def test_cpu_onnxruntime_int8_b1(benchmark, variant, tmp_path):
     def run():
         return post_efficientad.postprocess(sess.run(None, {"image": x}))
 
+    check(variant, *run(), reference(m, x), REL_INT8)
     s, mp = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
     assert s.shape == (1,) and np.all(np.isfinite(mp))
     benchmark.extra_info["precision"] = "int8 (ORT QDQ, latency only)"
@@ -159,7 +200,9 @@ def test_cuda_b1(benchmark, variant, mode):
     benchmark.group = "cuda batch 1 (incl. host<->device copies)"
     m = model(variant)
     x = torch.from_numpy(image()).pin_memory()
+    ref = reference(m, image())
     fn = _eager(m) if mode == "eager_fp32" else _Graphed(m, 1)
+    check(variant, *(t.clone().numpy() for t in fn(x)), ref, REL_FP32 if mode == "eager_fp32" else REL_FP16)
     benchmark.pedantic(fn, args=(x,), rounds=200, warmup_rounds=20)
     benchmark.extra_info["target_ms"] = 0.8 if variant == "efficientad_s" else 0.84
 
@@ -171,7 +214,10 @@ def test_cuda_b64_throughput(benchmark, mode):
     benchmark.group = "cuda batch 64 throughput (EfficientAD-S)"
     m = model("efficientad_s")
     x = torch.from_numpy(image(64)).pin_memory()
+    ref = reference(m, image(64)[:4])
     fn = _eager(m) if mode == "eager_fp32" else _Graphed(m, 64)
+    s, mp = (t.clone().numpy() for t in fn(x))
+    check("efficientad_s", s[:4], mp[:4], ref, REL_FP32 if mode == "eager_fp32" else REL_FP16)
     benchmark.pedantic(fn, args=(x,), rounds=30, warmup_rounds=5)
     benchmark.extra_info["img_per_s"] = 64 / benchmark.stats.stats.median
     benchmark.extra_info["target_img_per_s"] = 5000

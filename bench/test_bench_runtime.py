@@ -63,6 +63,17 @@ def test_detector_latency(benchmark, tiny, backend, device, precision, batch):
     stages = {"pre": [], "network": [], "post": []}
     det.add_timing_hook(lambda stage, s, n: stages[stage].append(s))
     det(images)  # warm-up (CUDA graphs / TensorRT context creation)
+    # check first: the backend's scores/maps on the preprocessed batch vs the stand-in's PyTorch predict on
+    # the CPU (fp32: rtol 1e-4, atol 1e-4 * max|ref|, as tests/test_runtime.py; fp16: 1e-2)
+    from edgead.data.transforms import Preprocessing
+
+    x = Preprocessing.from_dict(dict(det.artifact.preprocessing)).batch(list(images))
+    with torch.no_grad():
+        ref_s, ref_m = (t.numpy() for t in model.float().cpu().predict(torch.from_numpy(x)))
+    s, m = (np.asarray(t.detach().cpu() if hasattr(t, "detach") else t, np.float32) for t in det.infer_preprocessed(x))
+    tol = 1e-2 if precision == "fp16" else 1e-4
+    np.testing.assert_allclose(m, ref_m, rtol=tol, atol=tol * float(np.abs(ref_m).max()))
+    np.testing.assert_allclose(s, ref_s, rtol=tol, atol=tol * float(np.abs(ref_s).max()))
     res = benchmark(det, images)
     assert res.scores.shape == (batch,)
     benchmark.extra_info.update({

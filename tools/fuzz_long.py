@@ -5,8 +5,8 @@ tests/test_fuzz_io.py with many more examples and a random seed, then a count of
     nice -n 10 python3 tools/fuzz_long.py                  # >= 10,000 examples per op family
     python3 tools/fuzz_long.py --examples 500 --io-examples 100
 
-Every op family (knn, knn_bank_sq_norms, coreset, msgms_map, softmask_apply, pro_curve/aupro) gets
---examples examples in each of its tests (each example is one call); a failure prints hypothesis's
+Every op family (knn incl. knn_bank_sq_norms, coreset, msgms_map, softmask_apply, pro_curve/aupro) gets
+--examples examples split over its tests (each example is one or two calls); a failure prints hypothesis's
 falsifying example and the script exits 1. The file-reader tests get --io-examples each.
 """
 import argparse
@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--examples", type=int, default=10_000, help="examples per op test (default 10000)")
+    ap.add_argument("--examples", type=int, default=10_000, help="examples per op family, split over its tests (default 10000)")
     ap.add_argument("--io-examples", type=int, default=1_000, help="examples per file-reader test (default 1000)")
     ap.add_argument("--seed-random", action="store_true", default=True, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -31,16 +31,25 @@ sys.path.insert(0, "tests")
 import test_fuzz_ops as F
 tests = [n for n in dir(F) if n.startswith("test_fuzz_") and callable(getattr(F, n)) and hasattr(getattr(F, n), "hypothesis")]
 failed = []
+import math, os
+from hypothesis import given, settings
+from hypothesis import strategies as st
+total = int(os.environ["EDGEAD_FUZZ_EXAMPLES"])
+family = lambda n: n[len("test_fuzz_"):].split("_")[0]
+sizes = collections.Counter(family(n) for n in tests)
 for n in tests:
     t = time.time()
+    per_test = math.ceil(total / sizes[family(n)])  # the family's total split over its tests
+    inner = getattr(F, n).hypothesis.inner_test
+    fn = settings(F.FUZZ, max_examples=per_test)(given(st.data())(inner))
     try:
-        getattr(F, n)()
+        fn()
         status = "ok"
     except BaseException as e:
         status = "FAILED"
         failed.append(n)
         print(f"--- {n} failed:\n{e}", flush=True)
-    print(f"{n}: {status} in {time.time() - t:.0f} s", flush=True)
+    print(f"{n}: {status}, {per_test} examples in {time.time() - t:.0f} s; calls so far {sum(F.COUNTS.values())}", flush=True)
 per_op = collections.defaultdict(lambda: collections.Counter())
 for (op, kind), c in F.COUNTS.items():
     per_op[op][kind] += c
