@@ -19,14 +19,20 @@ def check_knn(queries, bank, dist, idx, rtol=1e-4, max_query=64):
     reference's. Returned distances must match the float64 ones within `rtol`. rtol 1e-4 for fp32
     inputs (float32 accumulation over D <= 1536 terms: relative error ~ sqrt(D) * 6e-8 << 1e-4);
     pass 2e-3 for fp16 inputs (values exact in float64; fp16 matmul paths round products)."""
-    from edgead.ops_reference import knn_reference
-
     q = to_numpy(queries)[:max_query].astype(np.float64)
     b = to_numpy(bank).astype(np.float64)
     d = to_numpy(dist)[:max_query].reshape(len(q), -1)
     i = to_numpy(idx)[:max_query].reshape(len(q), -1).astype(np.int64)
     k = i.shape[1]
-    ref_d, ref_i = knn_reference(q, b, k)
+    # float64 brute force without the (Q, M, D) broadcast of ops_reference.knn_reference (banks here are up
+    # to 187000 x 1536): |q|^2 - 2 q.b + |b|^2 in float64, rows of q one at a time, stable sort for ties
+    bn = (b * b).sum(1)
+    ref_i = np.empty((len(q), k), np.int64)
+    for r, qr in enumerate(q):
+        d2 = np.maximum(qr @ qr - 2 * (b @ qr) + bn, 0)
+        part = np.argpartition(d2, k - 1)[:k] if k < len(d2) else np.arange(len(d2))
+        ref_i[r] = part[np.lexsort((part, d2[part]))]
+    ref_d = np.sqrt(((q[:, None, :] - b[ref_i]) ** 2).sum(-1))
     got_d64 = np.sqrt(((q[:, None, :] - b[i]) ** 2).sum(-1))  # float64 distance of each returned neighbour
     np.testing.assert_allclose(got_d64, ref_d, rtol=rtol, err_msg="neighbour distances differ from the float64 reference")
     np.testing.assert_allclose(d, ref_d, rtol=rtol, err_msg="reported distances differ from the float64 reference")

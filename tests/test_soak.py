@@ -4,7 +4,7 @@ exported to ONNX, ONNX Runtime backend).
 - 8 threads sharing one Detector give results bit-identical to one thread.
 - CALLS (default 2,000; ~20 s here) single-image calls: resident memory after the calls grows < 1 %
   over the level after a warm-up (WARMUP calls), and < 2 KiB per call. The 20,000-call version is
-  bench/test_bench_soak.py (run by hand; its numbers are in bench/README.md).
+  bench/test_bench_soak.py (run by hand, not in CI).
 """
 import concurrent.futures as cf
 import gc
