@@ -457,3 +457,23 @@ def test_fallback_without_rename_exchange_recovers_old(tmp_path, monkeypatch):
     _save(path, tensors={"bank": np.ones((2, 2), np.float32)})  # fallback save completes
     assert load_artifact(path).tensors["bank"].shape == (2, 2)
     assert [f for f in os.listdir(tmp_path) if "edgead" in f] == []
+
+
+@pytest.mark.parametrize("key,value", [("size", [1, 2, 3]), ("size", "x"), ("channels", 2), ("mean", None),
+                                       ("mean", -1), ("mean", [1e308, 0, 0]), ("std", [0.2, 0.0, 0.2]),
+                                       ("interpolation", "bogus"), ("extra", 1)])
+def test_preprocessing_validated_on_load(tmp_path, key, value):
+    """A null / scalar / overflowing mean was accepted (defaults or inf in float32, NaN maps later)."""
+    p = _save(tmp_path / "a")
+    _edit_meta(p, lambda m: m["preprocessing"].__setitem__(key, value))
+    with pytest.raises(ArtifactError, match="preprocessing"):
+        load_artifact(p)
+
+
+def test_preprocessing_size_must_match_onnx_input(tmp_path):
+    p = _with_export(tmp_path)
+    _edit_meta(p, lambda m: m["exports"]["onnx"].__setitem__("input_shape", [None, 3, 8, 8]))
+    load_artifact(p)
+    _edit_meta(p, lambda m: m["preprocessing"].__setitem__("size", [1, 2]))
+    with pytest.raises(ArtifactError, match=r"preprocessing\.size"):
+        load_artifact(p)

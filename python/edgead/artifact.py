@@ -523,7 +523,47 @@ def _validate_meta(meta: Dict[str, Any], mpath: str) -> None:
             if _files_key(ex["file"]) not in files:
                 raise ArtifactError(f"'{mpath}': field 'files[{_files_key(ex['file'])!r}]' is missing: exports.{key}.file "
                                     "has no recorded checksum")
+    _validate_preprocessing(meta, mpath, bad)
     _validate_config(meta, mpath, bad)
+
+
+_PRE_KEYS = ("size", "channels", "mean", "std", "interpolation")
+_INTERPOLATIONS = ("auto", "area", "linear", "cubic", "nearest")
+
+
+def _validate_preprocessing(meta: Dict[str, Any], mpath: str, bad) -> None:
+    """The fields Preprocessing.to_dict writes (explicit lists; present fields are checked)."""
+    pre = meta["preprocessing"]
+    unknown = sorted(set(pre) - set(_PRE_KEYS))
+    if unknown:
+        raise bad("preprocessing", f"only the fields {list(_PRE_KEYS)}", f"unknown field(s) {unknown}")
+    size = pre.get("size")
+    if "size" in pre and not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 1 <= v <= 1 << 15 for v in size)):
+        raise bad("preprocessing.size", "[h, w] ints in [1, 32768]", size)
+    ch = pre.get("channels")
+    if "channels" in pre and not (_is_int(ch) and ch in (1, 3)):
+        raise bad("preprocessing.channels", "1 or 3", ch)
+    for key in ("mean", "std"):
+        if key not in pre:
+            continue
+        v = pre[key]
+        n = ch if _is_int(ch) else None
+        ok = isinstance(v, list) and len(v) >= 1 and (n is None or len(v) == n) and all(
+            _is_number(x) and abs(x) < 1e30 for x in v)
+        if ok and key == "std":
+            ok = all(x > 1e-30 for x in v)
+        if not ok:
+            raise bad(f"preprocessing.{key}", f"a list of {n or 'channels'} finite numbers"
+                      + (" > 0" if key == "std" else ""), v)
+    if "interpolation" in pre and pre["interpolation"] not in _INTERPOLATIONS:
+        raise bad("preprocessing.interpolation", f"one of {_INTERPOLATIONS}", pre["interpolation"])
+    # the exported graph's fixed input size must be the pre-processing's output size
+    shape = ((meta.get("exports") or {}).get("onnx") or {}).get("input_shape")
+    if isinstance(shape, list) and len(shape) == 4 and isinstance(size, list) and len(size) == 2:
+        if _is_int(shape[2]) and _is_int(shape[3]) and list(shape[2:]) != list(size):
+            raise bad("preprocessing.size", f"the ONNX graph's input size {shape[2:]} (exports.onnx.input_shape)", size)
+        if _is_int(shape[1]) and _is_int(ch) and shape[1] != ch:
+            raise bad("preprocessing.channels", f"the ONNX graph's {shape[1]} input channels", ch)
 
 
 def _validate_config(meta: Dict[str, Any], mpath: str, bad) -> None:
