@@ -70,14 +70,15 @@ def sanitized_package(tmp_path_factory):
     return str(root), lib
 
 
-def test_op_and_fuzz_tests_clean_under_asan_ubsan(sanitized_package):
+def test_op_and_fuzz_tests_clean_under_asan_ubsan(sanitized_package, tmp_path):
     root, lib = sanitized_package
     env = dict(os.environ)
+    logs = str(tmp_path / "san")  # reports go to files: pytest's fd capture would swallow a halting report
     env.update(
         PYTHONPATH=os.pathsep.join([root, env.get("PYTHONPATH", "")]),
         LD_PRELOAD=lib,
-        ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86",
-        UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87",
+        ASAN_OPTIONS=f"detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86:log_path={logs}",
+        UBSAN_OPTIONS=f"halt_on_error=1:print_stacktrace=1:exitcode=87:log_path={logs}",
         EDGEAD_FUZZ_EXAMPLES=env.get("EDGEAD_SANITIZE_FUZZ_EXAMPLES", "30"),
         OMP_NUM_THREADS="2",
     )
@@ -85,10 +86,13 @@ def test_op_and_fuzz_tests_clean_under_asan_ubsan(sanitized_package):
     check = "import edgead, edgead._C as c; print(c.__file__)"
     r = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().startswith(root), r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-W", "ignore",
+    r = subprocess.run([sys.executable, "-m", "pytest", "-v", "-x", "-p", "no:cacheprovider", "-W", "ignore",
                         *[os.path.join(here, t) for t in OP_TESTS]],
                        env=env, capture_output=True, text=True, timeout=1800, cwd=REPO)
     out = r.stdout + r.stderr
+    for f in sorted(glob.glob(logs + "*")):
+        with open(f, errors="replace") as fh:
+            out += f"\n--- {os.path.basename(f)}\n" + fh.read()
     reports = [ln for ln in out.splitlines() if any(m in ln for m in REPORT_MARKERS)]
-    assert not reports, "\n".join(reports[:20]) + "\n" + out[-6000:]
+    assert not reports, "\n".join(reports[:20]) + "\n" + out[-12000:]
     assert r.returncode == 0, out[-6000:]

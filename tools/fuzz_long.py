@@ -48,7 +48,8 @@ for n in tests:
     except BaseException as e:
         status = "FAILED"
         failed.append(n)
-        print(f"--- {n} failed:\n{e}", flush=True)
+        import traceback
+        print(f"--- {n} failed:\n" + "".join(traceback.format_exception(e))[-8000:], flush=True)
     print(f"{n}: {status}, {per_test} examples in {time.time() - t:.0f} s; calls so far {sum(F.COUNTS.values())}", flush=True)
 per_op = collections.defaultdict(lambda: collections.Counter())
 for (op, kind), c in F.COUNTS.items():
