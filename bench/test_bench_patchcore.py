@@ -178,4 +178,4 @@ def test_coreset_torch_loop_baseline(benchmark, features):
     out = benchmark.pedantic(torch_greedy, args=(features, TORCH_STEPS + 1), rounds=1, iterations=1)
     assert len(out) == TORCH_STEPS + 1
     benchmark.extra_info["steps"] = TORCH_STEPS
-    benchmark.extra_info["extrapolated_full_s"] = benchmark.stats.stats.median / TORCH_STEPS * FULL
+    benchmark.extra_info["extrapolated_full_s"] = (benchmark.stats.stats.median if benchmark.stats else float('nan')) / TORCH_STEPS * FULL
