@@ -32,11 +32,19 @@ def _tool(name):
 
 
 def _asan_runtime():
+    """LD_PRELOAD value: the ASan runtime, and libstdc++ right after it (python is not linked against
+    libstdc++, so without it ASan's __cxa_throw interceptor finds no real __cxa_throw and aborts on the
+    first C++ exception: "CHECK failed: asan_interceptors.cpp ... real___cxa_throw")."""
     _tool("gcc")
-    lib = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    if not os.path.isabs(lib) or not os.path.exists(lib):
+
+    def lib(name):
+        p = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+        return os.path.realpath(p) if os.path.isabs(p) and os.path.exists(p) else None
+
+    asan, stdcxx = lib("libasan.so"), lib("libstdc++.so")
+    if asan is None:
         pytest.skip("the compiler has no AddressSanitizer runtime (libasan.so)")
-    return lib
+    return " ".join(p for p in (asan, stdcxx) if p)
 
 
 def _build():
