@@ -1,0 +1,430 @@
+"""TensorRT 8.6 / 10 / 11 support without TensorRT: stand-in modules and ONNX Runtime checks of the graphs.
+
+Part 1 -- stand-ins. ``fake_trt(surface)`` builds a ``tensorrt`` module with only the attributes the
+engine builder touches, as each release documents them:
+
+* 8.6 (JetPack 6.0): NetworkDefinitionCreationFlag {EXPLICIT_BATCH}; BuilderFlag {FP16, INT8,
+  GPU_FALLBACK}; IInt8EntropyCalibrator2, IBuilderConfig.int8_calibrator / set_calibration_profile;
+  PreviewFeature.PROFILE_SHARING_0806; Builder.platform_has_fast_fp16.
+* 10.x: as 8.6 plus NetworkDefinitionCreationFlag.STRONGLY_TYPED (EXPLICIT_BATCH kept, deprecated
+  and ignored; PROFILE_SHARING_0806 deprecated, always on).
+* 11.x: BuilderFlag.FP16/INT8, IBuilderConfig.int8_calibrator / set_calibration_profile,
+  IInt8EntropyCalibrator2, platform_has_fast_fp16 and EXPLICIT_BATCH removed; STRONGLY_TYPED kept
+  (ignored: every network is strongly typed).
+
+The stand-in config refuses any attribute its release does not have (AttributeError), the builder
+checks the network-creation bits against the release's flags, records every call and returns
+bytes. Tests assert the chosen path and the exact calls for fp32 / fp16 / int8 on each surface, on a
+real ONNX file (the parser stand-in reads its input with onnx).
+
+Part 2 -- graphs. The fp16 graph (edgead.export.fp16) and the TensorRT Q/DQ graph
+(edgead.export.quantize, target='tensorrt') of tiny real models of every type (PatchCore
+embeddings, EfficientAD-S, PUAD, FADeR; 64x64) are run with ONNX Runtime against their fp32 graph.
+Tolerances, as a fraction of max|fp32 output| over the verification inputs:
+
+* fp16: 2e-3. fp16 has a unit roundoff of 2^-11 = 4.9e-4 per stored value; measured on these
+  models (loaded 2-core machine, 2026-11-26): PatchCore 4.1e-4, EfficientAD 2.9e-4/3.9e-4
+  (score/map), PUAD 2.9e-5/4.0e-4, FADeR 3.2e-5/2.2e-4 (reconstruction/original), i.e. <= 1 ulp
+  of the output's scale; 2e-3 (4 ulp) leaves room for other ORT builds while a wrong cast
+  (fp16 overflow, a weight stored in the wrong type, a lost Cast) is off by O(1) or inf/NaN.
+* Q/DQ (int8 symmetric activations, per-channel weights, MinMax on 8 N(0,1) images, verified on 4
+  others): 0.25, the bound tests/test_quantize.py uses for the ORT int8 graph; measured values are
+  written in the test ids' docstring below.
+"""
+import json
+import os
+import sys
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from edgead.export import tensorrt as etrt  # noqa: E402
+
+GPU = {"name": "NVIDIA Orin (nvgpu)", "compute_capability": "8.7"}
+VERSIONS = {"8.6": "8.6.2.3", "10": "10.3.0", "11": "11.2.1"}
+
+
+# ----------------------------------------------------------------------------------------------
+# stand-in tensorrt modules
+# ----------------------------------------------------------------------------------------------
+class _Member(int):
+    def __new__(cls, name, value):
+        m = int.__new__(cls, value)
+        m.name = name
+        return m
+
+    def __repr__(self):
+        return self.name
+
+
+def _enum(name, members):
+    ns = {m: _Member(m, i) for i, m in enumerate(members)}
+    return type(name, (), ns)
+
+
+def fake_trt(surface: str, dla_cores: int = 0):
+    """A stand-in `tensorrt` module with the attribute surface of TensorRT `surface` ('8.6', '10', '11')."""
+    legacy = surface in ("8.6", "10")
+    calls = []
+    mod = types.ModuleType("tensorrt")
+    mod.__version__ = VERSIONS[surface]
+    mod.calls = calls
+    mod.NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag", {
+        "8.6": ["EXPLICIT_BATCH"], "10": ["EXPLICIT_BATCH", "STRONGLY_TYPED"], "11": ["STRONGLY_TYPED"]}[surface])
+    mod.BuilderFlag = _enum("BuilderFlag", (["FP16", "INT8"] if legacy else []) + ["GPU_FALLBACK", "TF32"])
+    mod.MemoryPoolType = _enum("MemoryPoolType", ["WORKSPACE"])
+    mod.DeviceType = _enum("DeviceType", ["GPU", "DLA"])
+    if legacy:
+        mod.PreviewFeature = _enum("PreviewFeature", ["PROFILE_SHARING_0806"])
+
+    class Logger:
+        WARNING, VERBOSE = 2, 4
+
+        def __init__(self, level):
+            self.level = level
+
+    mod.Logger = Logger
+
+    if legacy:
+        class IInt8EntropyCalibrator2:
+            def __init__(self):
+                calls.append(("calibrator_init",))
+
+        mod.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+
+    allowed_attrs = {"default_device_type", "DLA_core"} | ({"int8_calibrator"} if legacy else set())
+
+    def set_memory_pool_limit(self, pool, size):
+        calls.append(("set_memory_pool_limit", pool.name, int(size)))
+
+    def set_flag(self, flag):
+        assert isinstance(flag, _Member) and getattr(mod.BuilderFlag, flag.name) is flag
+        calls.append(("set_flag", flag.name))
+
+    def add_optimization_profile(self, profile):
+        calls.append(("add_optimization_profile", profile.shapes))
+
+    def set_preview_feature(self, feature, on):
+        calls.append(("set_preview_feature", feature.name, on))
+
+    def set_calibration_profile(self, profile):
+        calls.append(("set_calibration_profile", profile.shapes))
+
+    def __setattr__(self, name, value):
+        if name not in allowed_attrs:
+            raise AttributeError(f"'tensorrt.IBuilderConfig' ({surface}) object has no attribute '{name}'")
+        calls.append(("config." + name, value if not hasattr(value, "get_batch") else type(value).__mro__[1].__name__))
+        object.__setattr__(self, name, value)
+
+    ns = {"set_memory_pool_limit": set_memory_pool_limit, "set_flag": set_flag, "__setattr__": __setattr__,
+          "add_optimization_profile": add_optimization_profile}
+    if legacy:
+        ns.update(set_preview_feature=set_preview_feature, set_calibration_profile=set_calibration_profile,
+                  int8_calibrator=None)
+    mod.IBuilderConfig = type("IBuilderConfig", (), ns)
+
+    class Profile:
+        def __init__(self):
+            self.shapes = None
+
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes = (name, tuple(lo), tuple(opt), tuple(hi))
+
+    class Tensor:
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    class Network:
+        def __init__(self, flags):
+            self.flags, self.inputs = flags, []
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            self.network = network
+
+        def parse_from_file(self, path):
+            calls.append(("parse_from_file", os.path.basename(path)))
+            m = onnx.load(path)
+            vi = m.graph.input[0]
+            dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)
+            self.network.inputs.append(Tensor(vi.name, dims))
+            return True
+
+    mod.OnnxParser = OnnxParser
+
+    class Builder:
+        num_DLA_cores = dla_cores
+
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags=0):
+            valid = 0
+            for m in vars(mod.NetworkDefinitionCreationFlag).values():
+                if isinstance(m, _Member):
+                    valid |= 1 << int(m)
+            assert flags & ~valid == 0, f"network flag bits {flags:b} not in this release's flags {valid:b}"
+            names = sorted(m.name for m in vars(mod.NetworkDefinitionCreationFlag).values()
+                           if isinstance(m, _Member) and flags & (1 << int(m)))
+            calls.append(("create_network", tuple(names)))
+            return Network(flags)
+
+        def create_builder_config(self):
+            return mod.IBuilderConfig()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            calls.append(("build_serialized_network",))
+            return b"engine:" + surface.encode()
+
+    if legacy:
+        Builder.platform_has_fast_fp16 = True
+    mod.Builder = Builder
+    return mod
+
+
+def _tiny_onnx(path, c=3, hw=16):
+    """Conv -> Relu -> Conv, input 'image' (B,3,16,16) with a dynamic batch, output 'map' -- plain onnx, no torch."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = np.random.default_rng(0)
+    w1 = numpy_helper.from_array((g.standard_normal((4, c, 3, 3)) * 0.3).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((g.standard_normal((1, 4, 3, 3)) * 0.3).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["image", "w1"], ["h"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu1"),
+             helper.make_node("Conv", ["r", "w2"], ["map"], pads=[1, 1, 1, 1], name="conv2")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["B", c, hw, hw])],
+                              [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["B", 1, hw, hw])], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def graph(tmp_path):
+    return _tiny_onnx(str(tmp_path / "model.onnx"))
+
+
+@pytest.fixture
+def use_fake(monkeypatch):
+    def install(surface, dla_cores=0):
+        mod = fake_trt(surface, dla_cores)
+        monkeypatch.setattr(etrt, "_import_trt", lambda: mod)
+        monkeypatch.setattr(etrt, "_gpu_info", lambda: dict(GPU))
+        return mod
+
+    return install
+
+
+CALIB = np.random.default_rng(1).standard_normal((8, 3, 16, 16)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# path selection
+# ----------------------------------------------------------------------------------------------
+def test_api_surface_labels():
+    for s in ("8.6", "10", "11"):
+        surf = etrt.api_surface(fake_trt(s))
+        assert surf.label == s
+    s86, s10, s11 = (etrt.api_surface(fake_trt(s)) for s in ("8.6", "10", "11"))
+    assert s86.precision_flags and s86.calibrator and s86.explicit_batch_flag and not s86.strongly_typed_flag
+    assert s10.precision_flags and s10.calibrator and s10.strongly_typed_flag and s10.profile_sharing_preview
+    assert not (s11.precision_flags or s11.calibrator or s11.explicit_batch_flag) and s11.strongly_typed_flag
+
+
+# (surface, strongly_typed, precision) -> (path, graph, network flags, builder flags, calibrator, preview)
+PLANS = {
+    ("8.6", None, "fp32"): ("flags", "fp32", ("EXPLICIT_BATCH",), (), False, True),
+    ("8.6", None, "fp16"): ("flags", "fp32", ("EXPLICIT_BATCH",), ("FP16",), False, True),
+    ("8.6", None, "int8"): ("flags", "fp32", ("EXPLICIT_BATCH",), ("FP16", "INT8"), True, True),
+    ("10", None, "fp32"): ("flags", "fp32", (), (), False, False),
+    ("10", None, "fp16"): ("flags", "fp32", (), ("FP16",), False, False),
+    ("10", None, "int8"): ("flags", "fp32", (), ("FP16", "INT8"), True, False),
+    ("10", True, "fp32"): ("strongly_typed", "fp32", ("STRONGLY_TYPED",), (), False, False),
+    ("10", True, "fp16"): ("strongly_typed", "fp16", ("STRONGLY_TYPED",), (), False, False),
+    ("10", True, "int8"): ("strongly_typed", "qdq", ("STRONGLY_TYPED",), (), False, False),
+    ("11", None, "fp32"): ("strongly_typed", "fp32", ("STRONGLY_TYPED",), (), False, False),
+    ("11", None, "fp16"): ("strongly_typed", "fp16", ("STRONGLY_TYPED",), (), False, False),
+    ("11", None, "int8"): ("strongly_typed", "qdq", ("STRONGLY_TYPED",), (), False, False),
+    ("11", True, "fp16"): ("strongly_typed", "fp16", ("STRONGLY_TYPED",), (), False, False),
+}
+
+
+@pytest.mark.parametrize("surface,st,precision", sorted(PLANS, key=str))
+def test_plan_per_surface(surface, st, precision):
+    p = etrt.plan_build(fake_trt(surface), precision, strongly_typed=st)
+    assert (p.path, p.graph, p.network_flags, p.builder_flags, p.calibrator, p.profile_sharing_preview) == \
+        PLANS[(surface, st, precision)]
+    assert p.api == surface
+
+
+def test_plan_refuses_what_a_release_cannot_do():
+    with pytest.raises(RuntimeError, match="removed BuilderFlag.FP16"):
+        etrt.plan_build(fake_trt("11"), "fp16", strongly_typed=False)
+    with pytest.raises(RuntimeError, match="TensorRT >= 10"):
+        etrt.plan_build(fake_trt("8.6"), "int8", strongly_typed=True)
+    with pytest.raises(ValueError, match="precision"):
+        etrt.plan_build(fake_trt("10"), "bf16")
+    with pytest.raises(TypeError, match="strongly_typed"):
+        etrt.plan_build(fake_trt("10"), "fp16", strongly_typed="yes")
+    # a 10.x build without the calibrator classes (a stripped install) cannot do implicit int8
+    t = fake_trt("10")
+    del t.IInt8EntropyCalibrator2
+    with pytest.raises(RuntimeError, match="Q/DQ"):
+        etrt.plan_build(t, "int8")
+    assert etrt.plan_build(t, "int8", strongly_typed=True).graph == "qdq"
+
+
+# ----------------------------------------------------------------------------------------------
+# the calls build_engine makes on each surface
+# ----------------------------------------------------------------------------------------------
+WS = 2 << 30
+
+
+def _expected_calls(surface, st, precision, profile=("image", (1, 3, 16, 16), (8, 3, 16, 16), (32, 3, 16, 16))):
+    path, graph, nflags, bflags, calib, preview = PLANS[(surface, st, precision)]
+    parsed = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "qdq": "model.int8.tensorrt.onnx"}[graph]
+    calls = [("create_network", tuple(sorted(nflags))), ("parse_from_file", parsed),
+             ("set_memory_pool_limit", "WORKSPACE", WS)]
+    calls += [("set_flag", f) for f in bflags]
+    if preview:
+        calls.append(("set_preview_feature", "PROFILE_SHARING_0806", True))
+    calls.append(("add_optimization_profile", profile))
+    if calib:
+        calls += [("set_calibration_profile", ("image", (8, 3, 16, 16), (8, 3, 16, 16), (8, 3, 16, 16))),
+                  ("calibrator_init",), ("config.int8_calibrator", "IInt8EntropyCalibrator2")]
+    calls.append(("build_serialized_network",))
+    return calls
+
+
+@pytest.mark.parametrize("surface,st,precision", sorted(PLANS, key=str))
+def test_build_engine_calls_per_surface(surface, st, precision, graph, use_fake, tmp_path):
+    pytest.importorskip("onnxruntime")
+    if precision == "int8" and PLANS[(surface, st, precision)][1] == "qdq":
+        pytest.importorskip("onnxruntime.quantization")
+    trt = use_fake(surface)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        engine = etrt.build_engine(graph, precision=precision, strongly_typed=st,
+                                   calibration_images=CALIB if precision == "int8" else None)
+    assert trt.calls == _expected_calls(surface, st, precision)
+    with open(engine, "rb") as f:
+        assert f.read() == b"engine:" + surface.encode()
+    with open(engine[: -len(".engine")] + ".json") as f:
+        rec = json.load(f)
+    path, variant = PLANS[(surface, st, precision)][:2]
+    parsed = rec["graph"]
+    assert rec["key"]["path"] == path and rec["key"]["graph"] == variant and rec["plan"]["api"] == surface
+    assert rec["key"]["graph_sha256"] == etrt._sha256(parsed) and rec["key"]["onnx_sha256"] == etrt._sha256(graph)
+    assert ("-st_" in os.path.basename(engine)) == (path == "strongly_typed")
+    m = onnx.load(parsed)
+    io = {vi.name: vi.type.tensor_type.elem_type for vi in list(m.graph.input) + list(m.graph.output)}
+    assert io == {"image": onnx.TensorProto.FLOAT, "map": onnx.TensorProto.FLOAT}  # fp32 I/O on every variant
+    init_types = {t.data_type for t in m.graph.initializer}
+    ops = {n.op_type for n in m.graph.node}
+    if variant == "fp16":
+        assert init_types == {onnx.TensorProto.FLOAT16} and "Cast" in ops
+    elif variant == "qdq":
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        zps = [t for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT8 and "zero_point" in t.name]
+        assert zps and all(not np.any(onnx.numpy_helper.to_array(t)) for t in zps)  # TensorRT: int8, zero point 0
+        assert onnx.TensorProto.UINT8 not in init_types
+    else:
+        assert init_types == {onnx.TensorProto.FLOAT}
+
+
+def test_engine_cache_reuse_and_key_covers_path_and_graph(graph, use_fake, tmp_path):
+    pytest.importorskip("onnxruntime")
+    trt = use_fake("10")
+    flags = etrt.build_engine(graph, precision="fp16")
+    st = etrt.build_engine(graph, precision="fp16", strongly_typed=True)
+    assert flags != st and os.path.isfile(flags) and os.path.isfile(st)
+    n = len(trt.calls)
+    assert etrt.build_engine(graph, precision="fp16", strongly_typed=True) == st  # cached: no builder call
+    assert len(trt.calls) == n
+    # a changed fp16 graph (another conversion setting, a hand edit) is a different engine
+    fp16 = os.path.join(os.path.dirname(graph), "model.fp16.onnx")
+    m = onnx.load(fp16)
+    m.doc_string = "edited"
+    onnx.save(m, fp16)
+    st2 = etrt.build_engine(graph, precision="fp16", strongly_typed=True)
+    assert st2 != st and trt.calls[-1] == ("build_serialized_network",)
+    # a changed source graph re-derives the fp16 graph (its recorded source sha no longer matches)
+    src = onnx.load(graph)
+    src.doc_string = "retrained"
+    onnx.save(src, graph)
+    st3 = etrt.build_engine(graph, precision="fp16", strongly_typed=True)
+    with open(fp16 + ".json") as f:
+        assert json.load(f)["source_onnx_sha256"] == etrt._sha256(graph)
+    assert st3 not in (st, st2)
+
+
+def test_engine_key_names_differ_by_path_and_graph_sha():
+    base = dict(onnx_sha256="ab" * 32, precision="fp16", gpu=GPU, trt_version="10.3.0", dla_core=None,
+                min_batch=1, opt_batch=8, max_batch=32)
+    k_flags = etrt.engine_key(**base)
+    k_st = etrt.engine_key(**base, path="strongly_typed", graph="fp16", graph_sha256="cd" * 32)
+    k_st2 = etrt.engine_key(**base, path="strongly_typed", graph="fp16", graph_sha256="ef" * 32)
+    names = {etrt._engine_name(k) for k in (k_flags, k_st, k_st2)}
+    assert len(names) == 3
+    assert etrt._engine_name(k_st).startswith("fp16-st_nvidia-orin-nvgpu_sm87_trt10.3.0_b32_")
+    assert k_flags["graph_sha256"] == k_flags["onnx_sha256"]
+    with pytest.raises(ValueError, match="path"):
+        etrt.engine_key(**base, path="weak")
+    with pytest.raises(ValueError, match="graph"):
+        etrt.engine_key(**base, graph="int4")
+
+
+def test_dla_build_calls(graph, use_fake):
+    trt = use_fake("10", dla_cores=2)
+    etrt.build_engine(graph, precision="fp16", dla_core=1)
+    assert ("set_flag", "FP16") in trt.calls and ("set_flag", "GPU_FALLBACK") in trt.calls
+    assert ("config.default_device_type", trt.DeviceType.DLA) in trt.calls and ("config.DLA_core", 1) in trt.calls
+    assert ("add_optimization_profile", ("image", (1, 3, 16, 16), (1, 3, 16, 16), (1, 3, 16, 16))) in trt.calls
+    trt = use_fake("10", dla_cores=0)
+    with pytest.raises(RuntimeError, match="no DLA"):
+        etrt.build_engine(graph, precision="fp16", dla_core=0, force=True)
+
+
+def test_int8_needs_calibration_data(graph, use_fake):
+    use_fake("10")
+    with pytest.raises(ValueError, match="calibration_images"):
+        etrt.build_engine(graph, precision="int8")
+    use_fake("11")
+    with pytest.raises(ValueError, match="Q/DQ graph"):
+        etrt.build_engine(graph, precision="int8")
+
+
+def test_tensorrt_absent_is_reported_not_raised(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
+    assert etrt.tensorrt_available() is False
+    with pytest.raises(ImportError, match="TensorRT is not installed"):
+        etrt._import_trt()
+
+
+def test_real_tensorrt_surface():
+    """With a real TensorRT (GPU box / Jetson) its surface must be one of the three; skipped cleanly without it."""
+    if not etrt.tensorrt_available():
+        pytest.skip("tensorrt (>= 8.6) cannot be imported here")
+    import tensorrt as trt
+
+    surf = etrt.api_surface(trt)
+    assert surf.label in ("8.6", "10", "11")
+    for precision in ("fp32", "fp16", "int8"):
+        plan = etrt.plan_build(trt, precision)
+        for f in plan.network_flags:
+            assert hasattr(trt.NetworkDefinitionCreationFlag, f)
+        for f in plan.builder_flags:
+            assert hasattr(trt.BuilderFlag, f)
