@@ -27,7 +27,8 @@ int8 artifact's thresholds / metrics on a labelled test set before deploying it.
 ``target="tensorrt"`` writes ``model.int8.tensorrt.onnx`` instead: the explicitly quantized graph
 that TensorRT's strongly typed INT8 build parses (TensorRT 11 removed implicit INT8 calibration;
 edgead.export.tensorrt). Same calibration, but int8 **symmetric** activations (zero point 0:
-TensorRT's QuantizeLinear/DequantizeLinear take int8 with a zero point of 0 only). Both variants are
+TensorRT's QuantizeLinear/DequantizeLinear take int8 with a zero point of 0 only) and float biases
+(no int32 bias DequantizeLinear; TensorRT fuses the bias into the quantized convolution). Both variants are
 made by :func:`quantize_graph` (file in, file out, pre-processed array as calibration data).
 
 The file, its sha256 and size, the source fp32 sha256 and the quantization settings are recorded in
@@ -55,10 +56,11 @@ TRT_EXPORT_KEY = "onnx_int8_tensorrt"
 #: quantization settings per consumer. ONNX Runtime (CPU): uint8 asymmetric activations. TensorRT
 #: explicit quantization: int8 Q/DQ with zero point 0 only, so activations are int8 *symmetric*.
 TARGETS = {
-    "onnxruntime": {"activation_type": "uint8", "activation_symmetric": False, "file": INT8_ONNX_FILE,
-                    "export_key": EXPORT_KEY},
-    "tensorrt": {"activation_type": "int8", "activation_symmetric": True, "file": TRT_INT8_ONNX_FILE,
-                 "export_key": TRT_EXPORT_KEY},
+    "onnxruntime": {"activation_type": "uint8", "activation_symmetric": False, "quantize_bias": True,
+                    "file": INT8_ONNX_FILE, "export_key": EXPORT_KEY},
+    # bias stays float: TensorRT's DequantizeLinear takes int8 (not ORT's int32 bias) and fuses the bias itself
+    "tensorrt": {"activation_type": "int8", "activation_symmetric": True, "quantize_bias": False,
+                 "file": TRT_INT8_ONNX_FILE, "export_key": TRT_EXPORT_KEY},
 }
 
 __all__ = ["quantize_onnx", "quantize_graph", "ArrayCalibrationReader", "int8_onnx_file", "INT8_ONNX_FILE", "EXPORT_KEY",
@@ -209,7 +211,8 @@ def quantize_graph(
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     act = QuantType.QInt8 if tgt["activation_type"] == "int8" else QuantType.QUInt8
-    extra = {"ActivationSymmetric": bool(tgt["activation_symmetric"]), "WeightSymmetric": True}
+    extra = {"ActivationSymmetric": bool(tgt["activation_symmetric"]), "WeightSymmetric": True,
+             "QuantizeBias": bool(tgt["quantize_bias"])}
     with tempfile.TemporaryDirectory(prefix="edgead-q8-") as work:
         model_in = src
         if preprocess:
@@ -255,6 +258,7 @@ def quantize_graph(
         "target": target,
         "activation_type": tgt["activation_type"],
         "activation_symmetric": bool(tgt["activation_symmetric"]),
+        "quantize_bias": bool(tgt["quantize_bias"]),
         "weight_type": "int8",
         "per_channel": bool(per_channel),
         "op_types": list(op_types),
