@@ -407,6 +407,40 @@ def test_int8_needs_calibration_data(graph, use_fake):
         etrt.build_engine(graph, precision="int8")
 
 
+def test_artifact_records_graph_variants_and_reuses_them(use_fake, tmp_path):
+    """TensorRT 11 on an artifact: the fp16 and Q/DQ graphs are recorded in edgead.json, the int8 one is
+    calibrated from image files with the artifact's preprocessing, and the cached engine needs no images."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime.quantization")
+    cv2 = pytest.importorskip("cv2")
+    from test_runtime import make_tiny_artifact
+
+    from edgead.artifact import read_meta
+
+    path, _ = make_tiny_artifact(str(tmp_path / "art"))
+    calib = tmp_path / "good"
+    calib.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(4):
+        cv2.imwrite(str(calib / f"{i}.png"), g.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    trt = use_fake("11")
+    e16 = etrt.find_or_build_engine(path, "fp16")
+    e8 = etrt.find_or_build_engine(path, "int8", calibration_images=str(calib))
+    meta = read_meta(path)
+    src = meta["exports"]["onnx"]["sha256"]
+    assert meta["exports"]["onnx_fp16"]["file"] == "model.fp16.onnx"
+    assert meta["exports"]["onnx_fp16"]["source_onnx_sha256"] == src
+    q = meta["exports"]["onnx_int8_tensorrt"]
+    assert q["file"] == "model.int8.tensorrt.onnx" and q["source_onnx_sha256"] == src
+    assert q["activation_type"] == "int8" and q["activation_symmetric"] and not q["quantize_bias"]
+    assert q["calibration"]["images"] == 4
+    assert [c for c in trt.calls if c[0] == "parse_from_file"] == [("parse_from_file", "model.fp16.onnx"),
+                                                                    ("parse_from_file", "model.int8.tensorrt.onnx")]
+    n = len(trt.calls)
+    assert etrt.find_or_build_engine(path, "int8") == e8 and etrt.find_or_build_engine(path, "fp16") == e16
+    assert len(trt.calls) == n  # both cached, no calibration images needed
+
+
 def test_tensorrt_absent_is_reported_not_raised(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
     assert etrt.tensorrt_available() is False

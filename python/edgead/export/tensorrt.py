@@ -323,8 +323,8 @@ def _write_sidecar(path: str, info: Dict[str, Any]) -> None:
     os.replace(tmp, path + ".json")
 
 
-def prepare_graph(plan: BuildPlan, onnx_path: str, artifact_dir: Optional[str] = None, cache_dir: Optional[str] = None,
-                  calibration_images=None, force: bool = False) -> str:
+def prepare_graph(plan: BuildPlan, onnx_path: str, artifact_dir: Optional[str] = None, calibration_images=None,
+                  force: bool = False) -> str:
     """The ONNX file the builder parses for `plan`: the fp32 graph, or its fp16 / Q/DQ variant (written once
     into artifact_dir -- default: the ONNX file's directory -- with a ``<file>.json`` sidecar, recorded in
     the artifact's metadata when there is one, and reused while its recorded source sha256 matches the
@@ -460,7 +460,7 @@ def build_engine(
         min_b, max_b = 1, int(max_batch)
         opt_b = int(opt_batch or min(8, max_b))
     onnx_sha = _sha256(onnx_path)
-    graph_path = prepare_graph(plan, onnx_path, artifact_dir, cache_dir, calibration_images, force=force)
+    graph_path = prepare_graph(plan, onnx_path, artifact_dir, calibration_images, force=force)
     gpu = _gpu_info()
     key = engine_key(onnx_sha, precision, gpu, str(trt.__version__), dla_core, min_b, opt_b, max_b,
                      path=plan.path, graph=plan.graph, graph_sha256=_sha256(graph_path))
