@@ -50,7 +50,7 @@ DEFAULT_MAX_ABS = 4096.0
 #: (op_type, input index) that the ONNX spec types as float32 regardless of the data type
 FIXED_FP32_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1)}
 #: ops whose inputs are read as they are (any type): no Cast is inserted in front of them
-TYPE_AGNOSTIC_INPUT_OPS = {"Cast", "Shape", "Size", "CastLike"}
+TYPE_AGNOSTIC_INPUT_OPS = {"Cast", "Shape", "Size"}
 
 __all__ = ["convert_fp16", "convert_fp16_model", "compare_graphs", "graph_io_types", "FP16_ONNX_FILE", "EXPORT_KEY"]
 

@@ -359,12 +359,14 @@ def prepare_graph(plan: BuildPlan, onnx_path: str, artifact_dir: Optional[str] =
     if calibration_images is None:
         raise ValueError("build_engine: precision='int8' on the strongly typed path needs calibration_images to write "
                          f"the Q/DQ graph {name} (none matching this ONNX graph exists yet)")
+    data = load_calibration_batch(calibration_images, preprocessing, limit=64)
+    info = {"source_onnx_sha256": src_sha,
+            **q.quantize_graph(onnx_path, dst, data, target="tensorrt", preprocess=False),
+            "calibration": {"images": int(data.shape[0])}}
     if meta is not None:
-        q.quantize_onnx(artifact_dir, calibration_images, out=dst, target="tensorrt", preprocess=False)
-        info = {"source_onnx_sha256": src_sha, **(read_meta(artifact_dir)["exports"].get(q.TRT_EXPORT_KEY) or {})}
-    else:
-        data = load_calibration_batch(calibration_images, None)
-        info = {"source_onnx_sha256": src_sha, **q.quantize_graph(onnx_path, dst, data, target="tensorrt", preprocess=False)}
+        from edgead.artifact import record_export
+
+        record_export(artifact_dir, q.TRT_EXPORT_KEY, dst, info)
     _write_sidecar(dst, info)
     return dst
 
