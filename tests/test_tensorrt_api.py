@@ -627,3 +627,35 @@ def test_fp16_pass_guards(tmp_path):
     assert {k["node"] for k in rep["kept_fp32"]} >= {"conv1"}
     m = onnx.load(str(tmp_path / "b.onnx"))
     assert any(t.name == "w1" and t.data_type == onnx.TensorProto.FLOAT for t in m.graph.initializer)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_real_tensorrt_strongly_typed_engine_matches_onnxruntime(precision, tmp_path):  # pragma: no cover - GPU
+    """On a GPU box with TensorRT 10/11: the strongly typed engine (fp16 graph / Q/DQ graph) runs and matches the
+    fp32 graph on ONNX Runtime (fp16: 1e-2 of max|fp32|, TensorRT's fp16 kernels; int8: QDQ_TOL)."""
+    if not etrt.tensorrt_available():
+        pytest.skip("tensorrt (>= 8.6) cannot be imported here")
+    import tensorrt as trt
+
+    surf = etrt.api_surface(trt)
+    if surf.precision_flags and not surf.strongly_typed_flag:
+        pytest.skip(f"TensorRT {surf.version} has no strongly typed networks")
+    pytest.importorskip("torch")
+    from test_runtime import make_tiny_artifact
+
+    from edgead.runtime.backends import OnnxRuntimeBackend, TensorRTBackend
+
+    path, _ = make_tiny_artifact(str(tmp_path / "art"))
+    calib = np.random.default_rng(1).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    engine = etrt.find_or_build_engine(path, precision, strongly_typed=True, calibration_images=calib, max_batch=8)
+    x = np.random.default_rng(2).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    ref = OnnxRuntimeBackend(os.path.join(path, "model.onnx")).run(x)
+    got = TensorRTBackend(engine, precision=precision).run(x)
+    from edgead.runtime.backends import to_host
+
+    tol = 1e-2 if precision == "fp16" else QDQ_TOL
+    for name, r in ref.items():
+        g = to_host(got[name])
+        assert g.dtype == np.float32 and g.shape == r.shape
+        assert float(np.abs(g - r).max()) <= tol * max(1e-6, float(np.abs(r).max())), name
