@@ -329,7 +329,7 @@ def test_build_engine_calls_per_surface(surface, st, precision, graph, use_fake,
     path, variant = PLANS[(surface, st, precision)][:2]
     parsed = rec["graph"]
     assert rec["key"]["path"] == path and rec["key"]["graph"] == variant and rec["plan"]["api"] == surface
-    assert rec["key"]["graph_sha256"] == etrt._sha256(parsed) and rec["key"]["onnx_sha256"] == etrt._sha256(graph)
+    assert rec["key"]["graph_sha256"] == etrt.sha256_file(parsed) and rec["key"]["onnx_sha256"] == etrt.sha256_file(graph)
     assert ("-st_" in os.path.basename(engine)) == (path == "strongly_typed")
     m = onnx.load(parsed)
     io = {vi.name: vi.type.tensor_type.elem_type for vi in list(m.graph.input) + list(m.graph.output)}
@@ -369,7 +369,7 @@ def test_engine_cache_reuse_and_key_covers_path_and_graph(graph, use_fake, tmp_p
     onnx.save(src, graph)
     st3 = etrt.build_engine(graph, precision="fp16", strongly_typed=True)
     with open(fp16 + ".json") as f:
-        assert json.load(f)["source_onnx_sha256"] == etrt._sha256(graph)
+        assert json.load(f)["source_onnx_sha256"] == etrt.sha256_file(graph)
     assert st3 not in (st, st2)
 
 

@@ -45,7 +45,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from edgead.artifact import (INT8_ONNX_FILE, confined_path, export_file, read_meta, record_export, sha256_file,
+from edgead.artifact import (INT8_ONNX_FILE, export_file, read_meta, record_export, sha256_file,
                              verified_path)
 
 DEFAULT_OP_TYPES = ("Conv", "Relu")
@@ -63,14 +63,8 @@ TARGETS = {
                  "file": TRT_INT8_ONNX_FILE, "export_key": TRT_EXPORT_KEY},
 }
 
-__all__ = ["quantize_onnx", "quantize_graph", "ArrayCalibrationReader", "int8_onnx_file", "INT8_ONNX_FILE", "EXPORT_KEY",
+__all__ = ["quantize_onnx", "quantize_graph", "ArrayCalibrationReader", "INT8_ONNX_FILE", "EXPORT_KEY",
            "TRT_INT8_ONNX_FILE", "TRT_EXPORT_KEY", "TARGETS"]
-
-
-def int8_onnx_file(meta: Dict[str, Any], artifact_dir: str) -> str:
-    """Path of the artifact's int8 ONNX graph (meta['exports']['onnx_int8']['file'], default model.int8.onnx)."""
-    rel = ((meta.get("exports") or {}).get(EXPORT_KEY) or {}).get("file", INT8_ONNX_FILE)
-    return confined_path(artifact_dir, rel, f"exports.{EXPORT_KEY}.file")
 
 
 def _reader_base():
