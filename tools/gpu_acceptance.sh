@@ -18,7 +18,7 @@
 # GPU_ACCEPT_OUT (default build/gpu-acceptance); the results for the repo go to bench/results/.
 # Without a GPU it exits 2 with a message and changes nothing.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 MODE="${1:-quick}"
 case "$MODE" in
@@ -68,7 +68,8 @@ stage() {
   fi
   [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (limit ${limit}s): $*"
-  local s=$(date +%s) rc
+  local s rc
+  s=$(date +%s)
   timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
   rc=$?
   local dt=$(( $(date +%s) - s )) status=PASS
@@ -84,6 +85,7 @@ skip() { printf '%s\tSKIP\t0\t%s\n' "$1" "$2" >>"$STAGES"; echo "== $1: SKIP ($2
 failed() { awk -F'\t' -v n="$1" '$1 == n && $2 != "PASS" {f = 1} END {exit !f}' "$STAGES"; }
 
 # ---------------------------------------------------------------------------------------------- build
+# shellcheck disable=SC2329  # run through `bash -c build` (export -f)
 build() {
   local jobs
   jobs=$(nproc 2>/dev/null || echo 4)
