@@ -672,6 +672,10 @@ void set_schedule(const char* spec) {
     _exit(86);
   }
 }
+void set_timeout_s(unsigned s) {
+  read_config();
+  g_timeout_s = s ? s : 1;
+}
 void set_strict(bool on) {
   read_config();
   g_strict = on;

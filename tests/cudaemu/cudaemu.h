@@ -182,6 +182,7 @@ Launcher<P...> make_launcher(const char* name, const char* file, int line, void 
 void set_compute_capability(int major, int minor);
 void set_schedule(const char* spec);  // "forward", "reverse", "random:SEED" (also env CUDAEMU_SCHEDULE)
 void set_strict(bool on);             // also env CUDAEMU_STRICT=1
+void set_timeout_s(unsigned s);       // per launch (also env CUDAEMU_TIMEOUT_S; default 60)
 size_t outstanding_allocations();     // live cudaMalloc/cudaMallocAsync allocations
 long kernel_launches(const char* base_name);
 void print_kernel_counts(FILE* f);
