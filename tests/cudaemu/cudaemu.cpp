@@ -774,6 +774,7 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int dev) {
     case cudaDevAttrComputeCapabilityMajor: *v = g_cc_major; break;
     case cudaDevAttrComputeCapabilityMinor: *v = g_cc_minor; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = max_smem_optin(); break;
+    case cudaDevAttrMemoryPoolsSupported: *v = 1; break;
     default: return cudaErrorInvalidValue;
   }
   return cudaSuccess;
@@ -874,10 +875,43 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int dev) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetMemPool(cudaMemPool_t* pool, int dev) { return cudaDeviceGetDefaultMemPool(pool, dev); }
+// Pools created by the application: their own release threshold (the default pool's is g_pool_threshold).
+static std::map<cudaMemPool_t, uint64_t>& created_pools() {
+  static auto* m = new std::map<cudaMemPool_t, uint64_t>();
+  return *m;
+}
+static uint64_t* pool_threshold(cudaMemPool_t pool) {
+  if (pool == reinterpret_cast<cudaMemPool_t>(&g_pool_dummy)) return &g_pool_threshold;
+  auto it = created_pools().find(pool);
+  return it == created_pools().end() ? nullptr : &it->second;
+}
+cudaError_t cudaMemPoolCreate(cudaMemPool_t* pool, const cudaMemPoolProps* props) {
+  if (!pool || !props || props->location.type != cudaMemLocationTypeDevice || props->location.id != 0)
+    return cudaErrorInvalidValue;
+  *pool = reinterpret_cast<cudaMemPool_t>(new int(0));
+  created_pools()[*pool] = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaMemPoolDestroy(cudaMemPool_t pool) {
+  auto it = created_pools().find(pool);
+  if (it == created_pools().end()) return cudaErrorInvalidValue;
+  created_pools().erase(it);
+  delete reinterpret_cast<int*>(pool);
+  return cudaSuccess;
+}
+cudaError_t cudaMallocFromPoolAsync(void** p, size_t bytes, cudaMemPool_t pool, cudaStream_t) {
+  if (!pool_threshold(pool)) return cudaErrorInvalidValue;
+  return do_malloc(p, bytes, true);
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t, cudaStreamCaptureStatus* status) {
+  *status = cudaStreamCaptureStatusNone;
+  return cudaSuccess;
+}
 cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
-  if (pool != reinterpret_cast<cudaMemPool_t>(&g_pool_dummy)) return cudaErrorInvalidValue;
+  uint64_t* th = pool_threshold(pool);
+  if (!th) return cudaErrorInvalidValue;
   if (attr == cudaMemPoolAttrReleaseThreshold) {
-    std::memcpy(value, &g_pool_threshold, 8);
+    std::memcpy(value, th, 8);
     return cudaSuccess;
   }
   int zero = 0;
@@ -885,8 +919,9 @@ cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, vo
   return cudaSuccess;
 }
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
-  if (pool != reinterpret_cast<cudaMemPool_t>(&g_pool_dummy)) return cudaErrorInvalidValue;
-  if (attr == cudaMemPoolAttrReleaseThreshold) std::memcpy(&g_pool_threshold, value, 8);
+  uint64_t* th = pool_threshold(pool);
+  if (!th) return cudaErrorInvalidValue;
+  if (attr == cudaMemPoolAttrReleaseThreshold) std::memcpy(th, value, 8);
   return cudaSuccess;
 }
 cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t) { return cudaSuccess; }
