@@ -73,7 +73,7 @@ def test_every_global_kernel_ran(cudaemu_build):
         path = os.path.join(REPO, "csrc", op, f"{op}_cuda.cu")
         if os.path.exists(path):
             src = open(path).read()
-            declared |= set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(", src))
+            declared |= set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+|[A-Z_][A-Z0-9_]*\s+)*(\w+)\s*\(", src))
     assert len(declared) >= 18, declared
     ran = set()
     for g in GROUPS:

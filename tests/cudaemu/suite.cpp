@@ -456,6 +456,33 @@ void register_cases() {
   add("coreset", "N300_D33_n25_random_fp16_odd_D", [] { return run_coreset(300, 33, 25, 7, true, false, 0, 4); });
   add("coreset", "N257_D32_n30_fp16_half2", [] { return run_coreset(257, 32, 30, 256, true, false, 0, 5); });
   add("coreset", "N1000_D8_n12_exact_no_dist", [] { return run_coreset(1000, 8, 12, 999, false, true, 0, 6, false); });
+  add("coreset", "resumable_steps_in_chunks_match_one_shot", [] {
+    // coreset_cuda_init + coreset_cuda_steps in uneven chunks == coreset_cpu in one call (duplicates: ties).
+    const int64_t N = 120, D = 6, n = 37, start = 5;
+    std::mt19937 g(8);
+    std::vector<float> x = rand_ints(g, N * D, -2, 2);
+    for (int64_t r = 60; r < N; ++r)
+      for (int64_t d = 0; d < D; ++d) x[r * D + d] = x[(r - 60) * D + d];
+    std::vector<int64_t> ci(n);
+    std::vector<float> cd(n);
+    if (coreset_cpu(x.data(), false, N, D, n, start, ci.data(), cd.data()) != CORESET_OK) return std::string("cpu status");
+    float* dx = dev(x);
+    float* dmin = dev_empty<float>(N);
+    int64_t* di = dev_empty<int64_t>(n);
+    float* dd = dev_empty<float>(n);
+    const int st = coreset_cuda_check(dx, false, N, D, 0);
+    coreset_cuda_init(N, start, dmin, di, dd, 0);
+    const int64_t cuts[] = {1, 2, 9, 10, 30, n};
+    for (int c = 0; c + 1 < 6; ++c) coreset_cuda_steps(dx, false, N, D, cuts[c], cuts[c + 1], dmin, di, dd, 0);
+    const auto gi = host(di, n);
+    const auto gd = host(dd, n);
+    cudaFree(dx), cudaFree(dmin), cudaFree(di), cudaFree(dd);
+    if (st != CORESET_OK) return fmt("coreset_cuda_check status %d", st);
+    for (int64_t s = 0; s < n; ++s)
+      if (gi[s] != ci[s] || gd[s] != cd[s])
+        return fmt("step %lld: cuda (%lld, %g) cpu (%lld, %g)", (long long)s, (long long)gi[s], gd[s], (long long)ci[s], cd[s]);
+    return std::string();
+  });
   add("coreset", "N1_D3_n1_single", [] { return run_coreset(1, 3, 1, 0, false, false, 0, 7); });
   add("coreset", "N9_D4_n3_inf_input", [] {
     // status only: non-finite features
