@@ -657,6 +657,10 @@ void set_compute_capability(int major, int minor) {
   g_cc_major = major;
   g_cc_minor = minor;
 }
+void set_multiprocessors(int sms) {
+  read_config();
+  g_sms = sms > 0 ? sms : 1;
+}
 void set_schedule(const char* spec) {
   std::string s(spec);
   if (s == "forward") {

@@ -202,6 +202,7 @@ Launcher<P...> make_launcher(const char* name, const char* file, int line, void 
 
 // ---- configuration and bookkeeping for tests ----
 void set_compute_capability(int major, int minor);
+void set_multiprocessors(int sms);  // cudaDevAttrMultiProcessorCount (default 2; env CUDAEMU_SMS)
 void set_schedule(const char* spec);  // "forward", "reverse", "random:SEED" (also env CUDAEMU_SCHEDULE)
 void set_strict(bool on);             // also env CUDAEMU_STRICT=1
 void set_timeout_s(unsigned s);       // per launch (also env CUDAEMU_TIMEOUT_S; default 60)

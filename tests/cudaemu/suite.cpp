@@ -449,6 +449,13 @@ void register_cases() {
       });
     }
   }
+  add("knn", "Q1_M2200_D8_k3_fp32_exact_35_splits_40_sms", [] {
+    // Many SMs, one query tile: 35 bank splits, more than the finish kernel's 32 lanes (lanes own 2 splits).
+    cudaemu::set_multiprocessors(40);
+    const std::string r = run_knn(KnnCase{1, 2200, 8, 3, false, true, false, 2}, 120);
+    cudaemu::set_multiprocessors(2);
+    return r;
+  });
   // ---- coreset ----
   add("coreset", "N50_D5_n20_dups_exact_fp32", [] { return run_coreset(50, 5, 20, 0, false, true, 4, 1); });
   add("coreset", "N50_D5_n50_all_repeats_fp16", [] { return run_coreset(50, 5, 50, 3, true, true, 4, 2); });
