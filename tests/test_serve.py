@@ -20,7 +20,9 @@ import pytest
 from edgead.serve import serve_available
 
 _why = serve_available()
-pytestmark = [pytest.mark.serve, pytest.mark.skipif(_why is not None, reason=f"edgead serve unavailable: {_why}")]
+if _why is not None:
+    pytest.skip(f"edgead serve unavailable: {_why}", allow_module_level=True)
+pytestmark = [pytest.mark.serve]
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
