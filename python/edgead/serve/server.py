@@ -232,10 +232,22 @@ def serve(artifact: str, backend: str = "auto", device: Optional[str] = None, pr
     det = Detector.load(artifact, backend=backend, device=device, precision=precision, threshold=threshold,
                         pixel_threshold=pixel_threshold)
     srv = Server(det, **server_kwargs)
+    if threading.current_thread() is threading.main_thread():
+        import signal
+
+        def _stop(signum, frame):  # SIGTERM (docker stop, systemd) and SIGINT: leave through Server.stop()
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
     srv.start()
     print(f"edgead serve: {det!r} as model '{srv.name}' on {srv.urls['http']} (HTTP), {srv.urls['grpc']} (gRPC), "
           f"metrics {srv.urls['metrics']}; Ctrl-C stops", flush=True)
     try:
         srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
     finally:
+        srv.stop()
         det.close()
+    print("edgead serve: stopped", flush=True)
