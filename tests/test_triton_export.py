@@ -359,3 +359,61 @@ def test_pbtxt_writer_escapes_strings():
     assert one(msg, "name") == 'a"b\\c'
     assert one(one(one(msg, "parameters"), "value"), "string_value") == '{"x": "y\\n"}'
     check_with_triton_schema(text)
+
+
+def test_client_reads_repository_metadata_and_matches_detector(tiny, tmp_path, monkeypatch):
+    """edgead.client against an exported repository: pre-processing/thresholds from the ensemble's config
+    parameters (as tritonserver returns the config over HTTP), scores/maps from the repository's own
+    network + model.py (stand-in transport) -> the Detector's Results."""
+    pytest.importorskip("tritonclient.http")
+    import onnxruntime as ort
+
+    from edgead import client as ec
+    from edgead.export.triton import export_triton
+
+    repo = export_triton(tiny, str(tmp_path / "repo"), max_batch_size=2)
+    ens = parse_pbtxt(open(os.path.join(repo, "edgead", "config.pbtxt")).read())
+    http_config = {"name": "edgead", "max_batch_size": one(ens, "max_batch_size"),
+                   "parameters": {one(p, "key"): {"string_value": one(one(p, "value"), "string_value")}
+                                  for p in ens["parameters"]}}
+    sess = ort.InferenceSession(os.path.join(repo, "edgead_net", "1", "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    model, pb = load_python_model(repo, "edgead_post", monkeypatch)
+    calls = []
+
+    class FakeConn:
+        def is_model_ready(self, name):
+            return name == "edgead"
+
+        def is_server_live(self):
+            return True
+
+        def get_model_config(self, name):
+            assert name == "edgead"
+            return http_config
+
+        def close(self):
+            pass
+
+    def fake_infer(self, x):  # the ensemble: network then model.py
+        calls.append(x.shape[0])
+        outs = sess.run(None, {"image": x})
+        (r,) = model.execute([pb.InferenceRequest([pb.Tensor(n, a) for n, a in zip(names, outs)])])
+        assert r.error is None
+        return (pb.get_output_tensor_by_name(r, "score").as_numpy().reshape(-1),
+                pb.get_output_tensor_by_name(r, "anomaly_map").as_numpy())
+
+    monkeypatch.setattr(ec.Client, "_conn", lambda self: FakeConn())
+    monkeypatch.setattr(ec.Client, "infer_preprocessed", fake_infer)
+    client = ec.Client("http://127.0.0.1:1")
+    det = Detector.load(tiny, backend="onnxruntime", device="cpu")
+    assert client.detector.image_threshold == det.image_threshold == THRESHOLDS["image"]
+    assert client.detector.preprocessing.size == det.preprocessing.size
+    imgs = list(textures(3, 9, size=48))
+    got, ref = client(imgs), det(imgs)
+    assert calls == [2, 1]  # chunked by the repository's max batch size
+    np.testing.assert_allclose(got.scores, ref.scores, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got.anomaly_maps), np.asarray(ref.anomaly_maps), rtol=0, atol=1e-5)
+    assert np.array_equal(got.labels, ref.labels)
+    with pytest.raises(ValueError, match="url"):
+        ec.Client("127.0.0.1:8000")
