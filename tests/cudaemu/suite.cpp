@@ -170,9 +170,11 @@ std::string run_knn(const KnnCase& c, uint32_t seed) {
     bv = rand_floats(g, c.M * c.D, -1.f, 1.f);
     qv = rand_floats(g, c.Q * c.D, -1.f, 1.f);
   }
-  if (c.dup > 1)
-    for (int64_t r = 0; r < c.M; ++r)
-      for (int64_t d = 0; d < c.D; ++d) bv[r * c.D + d] = bv[(r / c.dup) * c.D + d];
+  if (c.dup > 1) {  // row r repeats row r % (M / dup): copies sit in other 64-row tiles (cross-tile ties)
+    const int64_t distinct = (c.M + c.dup - 1) / c.dup;
+    for (int64_t r = distinct; r < c.M; ++r)
+      for (int64_t d = 0; d < c.D; ++d) bv[r * c.D + d] = bv[(r % distinct) * c.D + d];
+  }
   if (c.dup > 0)  // some queries sit exactly on bank rows (distance 0, tied across duplicates)
     for (int64_t q = 0; q < c.Q; q += 2)
       for (int64_t d = 0; d < c.D; ++d) qv[q * c.D + d] = bv[((q * 7) % c.M) * c.D + d];
@@ -521,6 +523,7 @@ void register_cases() {
       add("softmask", "B2_6x6_C2_9x15_scalar_flat_" + t,
           [=] { return run_softmask(2, 6, 6, 2, 9, 15, ph, fh, 1, false, 21); });
     }
+  add("softmask", "B2_3x5_C2_6x10_rows_of_2_mod_4", [] { return run_softmask(2, 3, 5, 2, 6, 10, false, false, 0, false, 25); });
   add("softmask", "B1_1x1_C4_1x1_single_pixel", [] { return run_softmask(1, 1, 1, 4, 1, 1, false, false, 0, false, 22); });
   add("softmask", "B2_4x4_C3_8x8_in_place", [] { return run_softmask(2, 4, 4, 3, 8, 8, false, false, 0, true, 23); });
   add("softmask", "B1_64x64_C2_16x24_downscale", [] { return run_softmask(1, 64, 64, 2, 16, 24, false, true, 0, false, 24); });
