@@ -458,6 +458,25 @@ void register_cases() {
     cudaemu::set_multiprocessors(2);
     return r;
   });
+  add("knn", "k64_fp16_on_cc6_is_rejected_not_launched", [] {
+    // 48 KiB per block on sm_6x: the SIMT tile + 64 top-k lists do not fit; knn_cuda must say so
+    // (std::invalid_argument naming k) instead of failing the launch.
+    std::vector<uint16_t> q(2 * 8, f2h(0.5f)), b(100 * 8, f2h(1.f));
+    uint16_t* dq = dev(q);
+    uint16_t* db = dev(b);
+    float* dd = dev_empty<float>(2 * 64);
+    int64_t* di = dev_empty<int64_t>(2 * 64);
+    std::string r = "knn_cuda accepted k = 64 on compute capability 6.0";
+    with_cc(6, [&] {
+      try {
+        knn_cuda(dq, db, true, nullptr, 2, 100, 8, 64, dd, di, 0);
+      } catch (const std::invalid_argument& e) {
+        r = std::string(e.what()).find("'k'") != std::string::npos ? "" : std::string("message: ") + e.what();
+      }
+    });
+    cudaFree(dq), cudaFree(db), cudaFree(dd), cudaFree(di);
+    return r;
+  });
   // ---- coreset ----
   add("coreset", "N50_D5_n20_dups_exact_fp32", [] { return run_coreset(50, 5, 20, 0, false, true, 4, 1); });
   add("coreset", "N50_D5_n50_all_repeats_fp16", [] { return run_coreset(50, 5, 50, 3, true, true, 4, 2); });
