@@ -27,7 +27,7 @@ import numpy as np
 FORMAT_VERSION = 1
 META_FILE = "edgead.json"
 WEIGHTS_FILE = "weights.safetensors"
-MODEL_TYPES = ("patchcore", "efficientad", "puad", "fader")
+MODEL_TYPES = ("patchcore", "efficientad", "puad", "fader", "mixed")
 
 
 class ArtifactError(ValueError):

@@ -80,9 +80,19 @@ def cmd_train(a) -> int:
         overrides["coreset_ratio"] = a.coreset_ratio
     if a.image_size is not None:
         overrides["image_size"] = [a.image_size, a.image_size]
+    if a.defects or a.init:  # mixed supervision (edgead.models.mixed) only
+        if load_recipe_model(a.recipe) != "mixed":
+            raise ValueError("--defects/--init: only the 'mixed' model learns from real defects / continues training")
+        overrides["defects"], overrides["init"] = a.defects, a.init
     pipeline.train(_recipe_path(a.recipe), a.data, a.out, category=a.category, device=a.device,
                    progress=not a.quiet, overrides=overrides)
     return 0
+
+
+def load_recipe_model(recipe: str) -> str:
+    from edgead.pipeline import load_recipe
+
+    return load_recipe(_recipe_path(recipe))["model"]
 
 
 def cmd_eval(a) -> int:
@@ -232,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--coreset-ratio", type=float, default=None, help="PatchCore coreset ratio (overrides the recipe)")
     t.add_argument("--image-size", type=int, default=None, help="square input size (overrides the recipe)")
+    t.add_argument("--defects", help="mixed model: folder of real defects (<type>/* images, ground_truth/<type>/"
+                                     "<stem>_mask.png masks; an image without mask is an image-level label)")
+    t.add_argument("--init", help="mixed model: continue training from this earlier artifact")
     common(t)
     t.set_defaults(func=cmd_train)
 
@@ -240,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("data")
     e.add_argument("--out", help="report folder (default ARTIFACT/eval)")
     e.add_argument("--category")
-    e.add_argument("--set-threshold", choices=["f1", "fpr"], help="activate the F1-optimal or FPR-0.5%% threshold")
+    e.add_argument("--set-threshold", choices=["f1", "fpr", "recall"],
+                   help="activate the F1-optimal, FPR-0.5%% or recall-95%% threshold")
     common(e)
     e.set_defaults(func=cmd_eval)
 

@@ -34,6 +34,7 @@ import numpy as np
 __all__ = ["load_recipe", "train", "evaluate", "predict", "resolve_device", "TARGET_FPR"]
 
 TARGET_FPR = 0.005
+TARGET_RECALL = 0.95
 _TRAIN_DEFAULTS = {"val_fraction": 0.1, "seed": 0, "threshold_quantile": 0.995}
 
 
@@ -248,8 +249,8 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
     from edgead.data.transforms import resize_mask
     from edgead.models import load_model
 
-    if set_threshold not in (None, "f1", "fpr"):
-        raise ValueError(f"set_threshold: expected None, 'f1' or 'fpr', got {set_threshold!r}")
+    if set_threshold not in (None, "f1", "fpr", "recall"):
+        raise ValueError(f"set_threshold: expected None, 'f1', 'fpr' or 'recall', got {set_threshold!r}")
     dev = resolve_device(device)
     model = load_model(os.fspath(artifact_dir), device=dev)
     ds = _dataset(data_root, category)
@@ -275,6 +276,8 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
         cand["image_f1"] = float(m["image_f1_threshold"])
     if has_masks:
         cand["pixel_f1"] = float(metrics.f1_max(maps.ravel(), masks.ravel())[1])
+    if "image_recall_threshold" in m:  # the industrial operating point: recall >= TARGET_RECALL
+        cand[f"image_recall{TARGET_RECALL:g}"] = float(m["image_recall_threshold"])
     if normal.size:
         cand[f"image_fpr{TARGET_FPR:g}"] = _fpr_threshold(scores, labels, TARGET_FPR)
         if has_masks:
@@ -292,6 +295,10 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
         th["image"] = cand[f"image_fpr{TARGET_FPR:g}"]
         th["pixel"] = cand.get(f"pixel_fpr{TARGET_FPR:g}", th.get("pixel"))
         th["source"] = f"test normal images at FPR {TARGET_FPR:g} (edgead eval --set-threshold fpr)"
+    elif set_threshold == "recall" and f"image_recall{TARGET_RECALL:g}" in cand:
+        th["image"] = cand[f"image_recall{TARGET_RECALL:g}"]
+        th["source"] = (f"test defects at recall >= {TARGET_RECALL:g}, FPR {m['image_fpr_at_recall']:.4g} "
+                        "(edgead eval --set-threshold recall)")
     update_meta(os.fspath(artifact_dir), thresholds=th)
 
     os.makedirs(out_dir, exist_ok=True)
@@ -311,7 +318,7 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(report, f, indent=2)
     if progress:
-        rows = [(k, _fmt(m.get(k))) for k in ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap",
+        rows = [(k, _fmt(m.get(k))) for k in ("image_auroc", "image_ap", "image_f1_max", "image_fpr_at_recall", "pixel_auroc", "pixel_ap",
                                               "pixel_f1_max", "aupro") if k in m]
         rows += [("test images", f"{len(test)} ({int(labels.sum())} anomalous)"), ("ms / image", f"{report['ms_per_image']}"),
                  ("metrics", os.path.join(out_dir, "metrics.json"))]
