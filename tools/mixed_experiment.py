@@ -31,7 +31,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-RUNS = ("k0", "k5", "k20", "unseen", "patchcore")
+RUNS = ("k0", "k5", "k20", "unseen", "patchcore", "k0cont", "k20cont")
 
 
 def _shared(*parts):
@@ -126,9 +126,13 @@ def run_one(name, args, split):
     else:
         ov = {"image_size": [args.image_size] * 2, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
               "patience": args.patience, "t0_epochs": args.t0_epochs, "mask_threshold": 128, "seed": args.seed}
-        if name != "k0":
-            k = 20 if name in ("k20", "unseen") else int(name[1:])
-            d, chosen = pool_dir(out, split, name, k, exclude=split["unseen"] if name == "unseen" else None)
+        base = name[: -len("cont")] if name.endswith("cont") else name
+        if name != base:  # growth: continue the finished `base` run (--init) for the same schedule again
+            ov["init"] = os.path.join(out, f"art_{base}")
+            info["init"] = ov["init"]
+        if base != "k0":
+            k = 20 if base in ("k20", "unseen") else int(base[1:])
+            d, chosen = pool_dir(out, split, base, k, exclude=split["unseen"] if base == "unseen" else None)
             ov["defects"] = d
             info["defects"] = [[t, os.path.basename(p)] for t, p, _ in chosen]
         pipeline.train(os.path.join(REPO, "models", "mixed.yaml"), root, art, device="cpu", progress=not args.quiet,
@@ -172,6 +176,8 @@ def report(args, split):
              + f"{split['unseen']}: image AUROC / FPR@95 | train s |", "|---" * 8 + "|"]
     for r in rows:
         nd = "PatchCore" if r["run"] == "patchcore" else str(len(r.get("defects", [])))
+        if r.get("init"):
+            nd += f" (--init {os.path.basename(r['init'])}: 2x schedule)"
         if r["run"] == "unseen":
             nd += f" (no {split['unseen']})"
         a, fp, _ = r["per_type"][split["unseen"]]
