@@ -173,12 +173,35 @@ def _knn(queries, bank, k=1):
     return d, i
 
 
-def _coreset(features, n: int, seed: int):
+#: the coreset progress bar appears only for selections running longer than this (seconds)
+CORESET_PROGRESS_DELAY_S = 2.0
+
+
+def _coreset(features, n: int, seed: int, progress: bool = False):
+    """Greedy coreset (edgead.ops.CoresetSelector: exactly ops.coreset's selection for the seed's start),
+    in steps sized to ~0.25 s each, with a tqdm bar (rate, ETA) shown once the selection has run for
+    CORESET_PROGRESS_DELAY_S. Ctrl-C stops between steps (KeyboardInterrupt; nothing is written)."""
+    import time as _time
+
+    from tqdm.auto import tqdm
+
     from edgead import ops
 
     start = int(np.random.default_rng(seed).integers(features.shape[0]))
-    idx = ops.coreset(features, n, start=start)
-    return torch.as_tensor(idx, device=features.device).long()
+    sel = ops.CoresetSelector(features, n, start=start)
+    chunk = 8
+    with tqdm(total=n, initial=sel.selected, desc="coreset", unit="pt", disable=not progress,
+              delay=CORESET_PROGRESS_DELAY_S, mininterval=0.25) as bar:
+        while not sel.done:
+            t0 = _time.perf_counter()
+            got = int(sel.step(chunk).shape[0])
+            if features.is_cuda:
+                torch.cuda.synchronize(features.device)
+            dt = _time.perf_counter() - t0
+            bar.update(got)
+            # aim at ~0.25 s per step: responsive bar and Ctrl-C, negligible per-step overhead
+            chunk = int(min(max(chunk * min(4.0, 0.25 / max(dt, 1e-6)), 1), 1 << 16))
+    return torch.as_tensor(sel.indices, device=features.device).long()
 
 
 def _device(device: str) -> torch.device:
@@ -320,7 +343,7 @@ class PatchCore(AnomalyModel):
                 reduced = feats
             if progress:
                 print(f"patchcore: greedy coreset {n_keep} of {total} patches ({ratio:.1%}) on {dev.type}", flush=True)
-            idx = _coreset(reduced.contiguous(), n_keep, int(self.config["seed"]))
+            idx = _coreset(reduced.contiguous(), n_keep, int(self.config["seed"]), progress=progress)
             del reduced
             bank = feats[idx].float()
         return bank
