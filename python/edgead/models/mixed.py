@@ -111,9 +111,9 @@ def random_walk_defect(img: np.ndarray, rng: np.random.Generator) -> Tuple[np.nd
     a path whose velocity keeps a fraction (momentum 0.6-0.95) of its previous value; the stroke is
     softened and shifts the grey level by 12-90 levels (weak to strong contrast, darker or brighter),
     modulated by the texture. Returns (image uint8, bool mask); pixels outside the mask are unchanged."""
-    from edgead.data.synthetic import _check_img
-
-    a = _check_img(img)
+    a = np.asarray(img)
+    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3) or min(a.shape[:2]) < 16:
+        raise ValueError(f"img: expected a uint8 HxW or HxWx3 image of at least 16x16, got {a.dtype} {a.shape}")
     h, w = a.shape[:2]
     s = min(h, w) / 224.0
     n = int(rng.integers(15, 150))
@@ -406,14 +406,17 @@ class MixedSupervision(AnomalyModel):
         _check_pos_int(cfg, "steps_per_epoch", allow_none=True)
         _check_pos_int(cfg, "max_defects", allow_none=True)
         _check_painters(cfg["painters"])
-        from edgead.data.transforms import _check_size
-        from edgead.models.backbones import SUPPORTED, default_normalization
+        from edgead.models.backbones import default_normalization
 
         if cfg["backbone"] not in ("mobilenet_v2", "resnet18"):
             raise ValueError(f"config 'backbone': expected 'mobilenet_v2' or 'resnet18', got {cfg['backbone']!r}")
-        cfg["image_size"] = list(_check_size(cfg["image_size"], "image_size"))
-        if min(cfg["image_size"]) < 32:
-            raise ValueError(f"config 'image_size': expected >= 32 px, got {cfg['image_size']}")
+        size = cfg["image_size"]
+        if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+            size = [int(size), int(size)]
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 32 for v in size)):
+            raise ValueError(f"config 'image_size': expected [H, W] integers >= 32, got {cfg['image_size']!r}")
+        cfg["image_size"] = [int(v) for v in size]
         if cfg["mean"] == "auto" or cfg["std"] == "auto":
             w = cfg["weights"]
             if w == "auto":
