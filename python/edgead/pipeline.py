@@ -448,9 +448,16 @@ def heatmap_overlay(image: np.ndarray, amap: np.ndarray, lo: float, hi: float, a
     img = to_uint8(image)
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
-    norm = np.clip((amap - lo) / max(hi - lo, 1e-12), 0, 1)
-    heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]  # BGR -> RGB
-    return (alpha * heat + (1 - alpha) * img).astype(np.uint8)
+    # uint8 throughout (a float64 full-size overlay was 24 bytes per pixel); same values as
+    # (alpha * heat + (1 - alpha) * img).astype(uint8) up to one unit of rounding
+    scale = 255.0 / max(float(hi) - float(lo), 1e-12)
+    t = np.clip(np.asarray(amap, dtype=np.float32), lo, hi)  # one float32 temporary, then in place
+    t -= np.float32(lo)
+    t *= np.float32(scale)
+    norm = t.astype(np.uint8)  # truncation, as before
+    del t
+    heat = cv2.cvtColor(cv2.applyColorMap(norm, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(heat, float(alpha), np.ascontiguousarray(img), 1.0 - float(alpha), 0.0, dtype=cv2.CV_8U)
 
 
 def predict(artifact_dir, inputs, out_dir, device: str = "auto", progress: bool = True, batch_size: int = 8,

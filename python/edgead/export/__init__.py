@@ -63,7 +63,7 @@ def export_artifact(artifact: str, format: str = "onnx", precision: Optional[str
                 say(f"no ONNX export in {artifact}: exporting it first")
                 export_onnx(artifact)
             path = quantize_onnx(artifact, calibration, out=out)
-            ver = read_meta(artifact)["exports"]["onnx_int8"].get("verification") or {}
+            ver = ((read_meta(artifact).get("exports") or {}).get("onnx_int8") or {}).get("verification") or {}
             say(f"int8 ONNX graph written to {path} (QDQ, per-channel; max |int8 - fp32| / max|fp32| on "
                 f"{ver.get('images')} calibration images: {ver.get('max_rel_diff', float('nan')):.3g})")
             return path
