@@ -199,6 +199,9 @@ def knn(queries: Any, bank: Any, k: int = 1, bank_sq_norms: Any = None):
     (distance, index). Distances are L2, not squared. Neighbours are selected with the tiled form
     max(|q|^2 - 2 q.b + |b|^2, 0) (ties -> lowest bank index; the Q x M matrix is never formed); the
     reported distances of the k winners are then recomputed directly as sqrt(sum((q - b)^2)).
+    NaN/inf in queries or bank raise ValueError on every device; on CUDA the check is fused into the
+    kernel and read back with one stream synchronisation (skipped while the stream is being captured
+    into a CUDA graph).
     """
     op = "knn"
     k = _int_arg(op, "k", k)
@@ -382,7 +385,9 @@ def softmask_apply(pred: Any, features: Any, out: Any = None):
     interpolation with torch's index rule (``src = min(floor(dst * float(in / out)), in - 1)``), and
     multiplied into every channel: ``out[b, c] = features[b, c] * mask[b]`` (float32 arithmetic,
     one rounding to float16 for float16 features). ``out`` may be ``features`` (in place).
-    CPU predictions must be finite (ValueError); CUDA predictions are not scanned.
+    Predictions must be finite (ValueError naming the image; that image's ``out`` is not written); on
+    CUDA the check is part of the kernel and read back with one stream synchronisation (skipped while
+    the stream is being captured into a CUDA graph).
     """
     op = "softmask_apply"
     arrays, on_cuda, stream = _prepare(op, pred=pred, features=features, out=out)
