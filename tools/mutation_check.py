@@ -119,7 +119,7 @@ def suite(build, group):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="", help="run mutations whose id contains this text")
+    ap.add_argument("--only", default="", help="comma-separated texts: run mutations whose id contains one")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="edgead-mutation-")
@@ -143,7 +143,7 @@ def main():
 
     rows = []
     for mid, rel, old, new, group, desc in MUTATIONS:
-        if args.only and args.only not in mid:
+        if args.only and not any(t and t in mid for t in args.only.split(",")):
             continue
         path = os.path.join(csrc, rel)
         pristine = open(path).read()

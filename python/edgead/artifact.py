@@ -45,7 +45,7 @@ import numpy as np
 FORMAT_VERSION = 1
 META_FILE = "edgead.json"
 WEIGHTS_FILE = "weights.safetensors"
-MODEL_TYPES = ("patchcore", "efficientad", "puad", "fader")
+MODEL_TYPES = ("patchcore", "efficientad", "puad", "fader", "mixed")
 TMP_PREFIX = ".edgead-tmp-"
 #: edgead.json larger than this is not an artifact's metadata (it is a few KB)
 MAX_META_BYTES = 64 << 20

@@ -149,9 +149,19 @@ def cmd_train(a) -> int:
         overrides["coreset_ratio"] = a.coreset_ratio
     if a.image_size is not None:
         overrides["image_size"] = [a.image_size, a.image_size]
+    if a.defects or a.init:  # mixed supervision (edgead.models.mixed) only
+        if load_recipe_model(a.recipe) != "mixed":
+            raise ValueError("--defects/--init: only the 'mixed' model learns from real defects / continues training")
+        overrides["defects"], overrides["init"] = a.defects, a.init
     pipeline.train(recipe, a.data, a.out, category=a.category, device=a.device, progress=not a.quiet,
                    overrides=overrides)
     return 0
+
+
+def load_recipe_model(recipe: str) -> str:
+    from edgead.pipeline import load_recipe
+
+    return load_recipe(_recipe_path(recipe))["model"]
 
 
 def cmd_eval(a) -> int:
@@ -346,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None, help="validation split seed (None: the recipe's, else 0)")
     t.add_argument("--coreset-ratio", type=_RATIO, default=None, help="PatchCore coreset ratio in (0, 1] (overrides the recipe)")
     t.add_argument("--image-size", type=_POSITIVE, default=None, help="square input size (overrides the recipe)")
+    t.add_argument("--defects", default=None,
+                   help="mixed model: folder of real defects (<type>/* images, ground_truth/<type>/<stem>_mask.png "
+                        "masks; an image without mask is an image-level label)")
+    t.add_argument("--init", default=None, help="mixed model: continue training from this earlier artifact")
     torch_device(t)
     quiet(t)
     t.set_defaults(func=cmd_train)
@@ -355,8 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("data", help="dataset category folder with test/ (and ground_truth/)")
     e.add_argument("--out", default=None, help="report folder (None: ARTIFACT/eval)")
     e.add_argument("--category", default=None, help="category sub-folder of DATA")
-    e.add_argument("--set-threshold", choices=["f1", "fpr"], default=None,
-                   help="activate the F1-optimal or FPR-0.5%% threshold in the artifact")
+    e.add_argument("--set-threshold", choices=["f1", "fpr", "recall"], default=None,
+                   help="activate the F1-optimal, FPR-0.5%% or recall-95%% threshold in the artifact")
     scoring(e, 16)
     quiet(e)
     e.set_defaults(func=cmd_eval)

@@ -41,6 +41,7 @@ __all__ = ["load_recipe", "train", "evaluate", "predict", "resolve_device", "loa
            "heatmap_overlay", "TARGET_FPR"]
 
 TARGET_FPR = 0.005
+TARGET_RECALL = 0.95
 _TRAIN_DEFAULTS = {"val_fraction": 0.1, "seed": 0, "threshold_quantile": 0.995}
 
 
@@ -331,8 +332,8 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
     from edgead.data.datasets import load_mask
     from edgead.data.transforms import resize_mask
 
-    if set_threshold not in (None, "f1", "fpr"):
-        raise ValueError(f"set_threshold: expected None, 'f1' or 'fpr', got {set_threshold!r}")
+    if set_threshold not in (None, "f1", "fpr", "recall"):
+        raise ValueError(f"set_threshold: expected None, 'f1', 'fpr' or 'recall', got {set_threshold!r}")
     out_dir = _prepare_out_dir(out_dir, "out_dir")
     det = load_detector(artifact_dir, backend=backend, device=device, precision=precision, batch_size=batch_size)
     ds = _dataset(data_root, category)
@@ -358,6 +359,8 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
         cand["image_f1"] = float(m["image_f1_threshold"])
     if has_masks:
         cand["pixel_f1"] = float(metrics.f1_max(maps.ravel(), masks.ravel())[1])
+    if "image_recall_threshold" in m:  # the industrial operating point: recall >= TARGET_RECALL
+        cand[f"image_recall{TARGET_RECALL:g}"] = float(m["image_recall_threshold"])
     if normal.size:
         cand[f"image_fpr{TARGET_FPR:g}"] = _fpr_threshold(scores, labels, TARGET_FPR)
         if has_masks:
@@ -375,6 +378,10 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
         th["image"] = cand[f"image_fpr{TARGET_FPR:g}"]
         th["pixel"] = cand.get(f"pixel_fpr{TARGET_FPR:g}", th.get("pixel"))
         th["source"] = f"test normal images at FPR {TARGET_FPR:g} (edgead eval --set-threshold fpr)"
+    elif set_threshold == "recall" and f"image_recall{TARGET_RECALL:g}" in cand:
+        th["image"] = cand[f"image_recall{TARGET_RECALL:g}"]
+        th["source"] = (f"test defects at recall >= {TARGET_RECALL:g}, FPR {m['image_fpr_at_recall']:.4g} "
+                        "(edgead eval --set-threshold recall)")
 
     files = _plot_curves(out_dir, scores, labels, maps if has_masks else None, masks if has_masks else None, m)
     with open(os.path.join(out_dir, "scores.csv"), "w", newline="") as f:
@@ -394,7 +401,7 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
         json.dump(report, f, indent=2)
     update_meta(os.fspath(artifact_dir), thresholds=th)  # last: a failure above leaves the artifact as it was
     if progress:
-        rows = [(k, _fmt(m.get(k))) for k in ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap",
+        rows = [(k, _fmt(m.get(k))) for k in ("image_auroc", "image_ap", "image_f1_max", "image_fpr_at_recall", "pixel_auroc", "pixel_ap",
                                               "pixel_f1_max", "aupro") if k in m]
         rows += [("test images", f"{len(test)} ({int(labels.sum())} anomalous)"), ("ms / image", f"{report['ms_per_image']}"),
                  ("metrics", os.path.join(out_dir, "metrics.json"))]

@@ -170,9 +170,11 @@ std::string run_knn(const KnnCase& c, uint32_t seed) {
     bv = rand_floats(g, c.M * c.D, -1.f, 1.f);
     qv = rand_floats(g, c.Q * c.D, -1.f, 1.f);
   }
-  if (c.dup > 1)
-    for (int64_t r = 0; r < c.M; ++r)
-      for (int64_t d = 0; d < c.D; ++d) bv[r * c.D + d] = bv[(r / c.dup) * c.D + d];
+  if (c.dup > 1) {  // row r repeats row r % (M / dup): copies sit in other 64-row tiles (cross-tile ties)
+    const int64_t distinct = (c.M + c.dup - 1) / c.dup;
+    for (int64_t r = distinct; r < c.M; ++r)
+      for (int64_t d = 0; d < c.D; ++d) bv[r * c.D + d] = bv[(r % distinct) * c.D + d];
+  }
   if (c.dup > 0)  // some queries sit exactly on bank rows (distance 0, tied across duplicates)
     for (int64_t q = 0; q < c.Q; q += 2)
       for (int64_t d = 0; d < c.D; ++d) qv[q * c.D + d] = bv[((q * 7) % c.M) * c.D + d];
@@ -456,6 +458,25 @@ void register_cases() {
     cudaemu::set_multiprocessors(2);
     return r;
   });
+  add("knn", "k64_fp16_on_cc6_is_rejected_not_launched", [] {
+    // 48 KiB per block on sm_6x: the SIMT tile + 64 top-k lists do not fit; knn_cuda must say so
+    // (std::invalid_argument naming k) instead of failing the launch.
+    std::vector<uint16_t> q(2 * 8, f2h(0.5f)), b(100 * 8, f2h(1.f));
+    uint16_t* dq = dev(q);
+    uint16_t* db = dev(b);
+    float* dd = dev_empty<float>(2 * 64);
+    int64_t* di = dev_empty<int64_t>(2 * 64);
+    std::string r = "knn_cuda accepted k = 64 on compute capability 6.0";
+    with_cc(6, [&] {
+      try {
+        knn_cuda(dq, db, true, nullptr, 2, 100, 8, 64, dd, di, 0);
+      } catch (const std::invalid_argument& e) {
+        r = std::string(e.what()).find("'k'") != std::string::npos ? "" : std::string("message: ") + e.what();
+      }
+    });
+    cudaFree(dq), cudaFree(db), cudaFree(dd), cudaFree(di);
+    return r;
+  });
   // ---- coreset ----
   add("coreset", "N50_D5_n20_dups_exact_fp32", [] { return run_coreset(50, 5, 20, 0, false, true, 4, 1); });
   add("coreset", "N50_D5_n50_all_repeats_fp16", [] { return run_coreset(50, 5, 50, 3, true, true, 4, 2); });
@@ -521,6 +542,7 @@ void register_cases() {
       add("softmask", "B2_6x6_C2_9x15_scalar_flat_" + t,
           [=] { return run_softmask(2, 6, 6, 2, 9, 15, ph, fh, 1, false, 21); });
     }
+  add("softmask", "B2_3x5_C2_6x10_rows_of_2_mod_4", [] { return run_softmask(2, 3, 5, 2, 6, 10, false, false, 0, false, 25); });
   add("softmask", "B1_1x1_C4_1x1_single_pixel", [] { return run_softmask(1, 1, 1, 4, 1, 1, false, false, 0, false, 22); });
   add("softmask", "B2_4x4_C3_8x8_in_place", [] { return run_softmask(2, 4, 4, 3, 8, 8, false, false, 0, true, 23); });
   add("softmask", "B1_64x64_C2_16x24_downscale", [] { return run_softmask(1, 64, 64, 2, 16, 24, false, true, 0, false, 24); });
