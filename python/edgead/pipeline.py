@@ -70,8 +70,10 @@ def load_recipe(config: Union[str, os.PathLike, Dict[str, Any]], overrides: Opti
         raise ValueError(f"recipe: 'model' expected one of {model_types()}, got {model!r}")
     cfg = dict(raw.get("config") or {})
     for k, v in raw.items():
-        if k not in ("model", "config", "train"):
+        if k not in ("model", "config", "train", "tiling"):
             cfg[k] = v
+    overrides = dict(overrides or {})
+    tiling = _recipe_tiling(raw, cfg, overrides)
     tr = dict(_TRAIN_DEFAULTS)
     tr.update(raw.get("train") or {})
     for k, v in (overrides or {}).items():
@@ -81,7 +83,21 @@ def load_recipe(config: Union[str, os.PathLike, Dict[str, Any]], overrides: Opti
             tr[k] = v
         else:
             cfg[k] = v
-    return {"model": model, "config": cfg, "train": tr}
+    return {"model": model, "config": cfg, "train": tr, "tiling": tiling}
+
+
+def _recipe_tiling(raw: Dict[str, Any], cfg: Dict[str, Any], overrides: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Tiling hook of load_recipe: `tiling:` at the top level (or inside config), overridden by the
+    `tile` / `stride` overrides (CLI --tile/--stride; tile 0 switches it off). -> tiling dict or None.
+    With tiling the model's input size is the tile: image_size defaults to it."""
+    from edgead.tiling import resolve_tiling
+
+    t = resolve_tiling({"tiling": raw.get("tiling", cfg.pop("tiling", None))}, overrides.pop("tile", None),
+                       overrides.pop("stride", None))
+    if t is None:
+        return None
+    cfg.setdefault("image_size", list(t.tile))
+    return t.to_dict()
 
 
 def _dataset(data_root, category=None):
@@ -91,10 +107,15 @@ def _dataset(data_root, category=None):
 
 
 def score_items(model, items, device: str, progress: bool = True, desc: str = "scoring", batch_size: int = 16,
-                keep_maps: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """Predict Samples/paths with a torch AnomalyModel -> (scores (N,), maps (N,h,w) or None)."""
+                keep_maps: bool = True, tiling=None, native: bool = False):
+    """Predict Samples/paths with a torch AnomalyModel -> (scores (N,), maps (N,h,w) or None).
+
+    tiling (edgead.tiling.Tiling or dict): tiled inference, maps stitched at each image's size (a list
+    when sizes differ). native: maps brought to each image's size (bilinear) also without tiling."""
     import torch
 
+    if tiling is not None or native:
+        return _score_native(model, items, device, progress, desc, batch_size, tiling)
     from edgead.data.datasets import iter_batches
 
     scores, maps = [], []
@@ -107,6 +128,54 @@ def score_items(model, items, device: str, progress: bool = True, desc: str = "s
     if not scores:
         return np.zeros(0, np.float32), (np.zeros((0, 0, 0), np.float32) if keep_maps else None)
     return np.concatenate(scores), (np.concatenate(maps) if keep_maps else None)
+
+
+def _ravel(a) -> np.ndarray:
+    return a.ravel() if isinstance(a, np.ndarray) else np.concatenate([np.asarray(m).ravel() for m in a])
+
+
+def _score_native(model, items, device, progress, desc, batch_size, tiling):
+    """score_items at each image's own resolution: tiled (edgead.tiling) or whole-image + bilinear resize."""
+    import cv2
+    import torch
+    from tqdm.auto import tqdm
+
+    from edgead.data.io import read_image
+    from edgead.tiling import Tiling, tiled_predict
+
+    pre = model.preprocessing()
+    t = Tiling.from_config(tiling) if not isinstance(tiling, Tiling) else tiling
+
+    def infer(tiles):
+        with torch.no_grad():
+            s, m = model.predict(torch.from_numpy(pre.batch(tiles)).to(device))
+        return s.float().cpu().numpy(), m.float().cpu().numpy()
+
+    scores, maps = [], []
+    for it in tqdm(list(items), desc=desc, unit="img", disable=not progress):
+        img = read_image(os.fspath(getattr(it, "path", it)))
+        if t is not None:
+            sc, m = tiled_predict(img, t, infer, chunk=batch_size)
+        else:
+            s, m = infer([img])
+            sc, m = float(s[0]), m[0]
+            if m.shape != img.shape[:2]:
+                m = cv2.resize(m, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+        scores.append(sc)
+        maps.append(np.ascontiguousarray(m, np.float32))
+    same = len({m.shape for m in maps}) <= 1
+    return np.asarray(scores, np.float32), (np.stack(maps) if same and maps else maps)
+
+
+def _tiled_training_items(recipe, train_s, val_s, seed: int):
+    """Training-sampling hook: with a recipe `tiling`, the model fits on the tiles of the full-resolution
+    training images (edgead.tiling.TiledSamples, which edgead.data.datasets.iter_batches understands)."""
+    if recipe.get("tiling") is None:
+        return train_s, val_s
+    from edgead.tiling import Tiling, TiledSamples
+
+    t = Tiling.from_config(recipe["tiling"])
+    return TiledSamples(train_s, t, seed), (TiledSamples(val_s, t, seed) if val_s else val_s)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -138,18 +207,19 @@ def train(config, data_root, out_dir, category: Optional[str] = None, device: st
         raise ValueError(f"train: no training images found under {data_root}")
     cls = get_model_class(recipe["model"])
     model = cls(recipe["config"])
+    fit_train, fit_val = _tiled_training_items(recipe, train_s, val_s, int(tr["seed"]))
     t0 = time.time()
     if progress:
         print(f"edgead train: {recipe['model']} on {len(train_s)} images ({len(val_s)} held out for validation), device {dev}", flush=True)
-    stats = dict(model.fit(train_s, val_s or None, device=dev, progress=progress) or {})
+    stats = dict(model.fit(fit_train, fit_val or None, device=dev, progress=progress) or {})
     fit_s = time.time() - t0
     model = model.to(dev).eval()
     thresholds: Dict[str, Any] = {"candidates": {}}
     if val_s:
         q = float(tr["threshold_quantile"])
-        vs, vm = score_items(model, val_s, dev, progress, "validation")
+        vs, vm = score_items(model, val_s, dev, progress, "validation", tiling=recipe["tiling"])
         rng = np.random.default_rng(0)
-        pix = vm.reshape(-1)
+        pix = np.concatenate([m.reshape(-1) for m in vm])
         if pix.size > 2_000_000:
             pix = rng.choice(pix, 2_000_000, replace=False)
         cand = {
@@ -171,6 +241,10 @@ def train(config, data_root, out_dir, category: Optional[str] = None, device: st
     }
     path = save_artifact(out_dir, model.model_type, model.artifact_config(), model.preprocessing().to_dict(),
                          model.artifact_tensors(), thresholds=thresholds, statistics=stats)
+    if recipe["tiling"] is not None:
+        from edgead.artifact import update_meta
+
+        update_meta(path, tiling=recipe["tiling"])
     if progress:
         _print_table("edgead train", [
             ("artifact", path), ("model", recipe["model"]), ("train images", len(train_s)),
@@ -213,7 +287,7 @@ def _plot_curves(out_dir, scores, labels, maps, masks, m) -> Dict[str, str]:
         ax.set_xlabel("false positive rate"), ax.set_ylabel("true positive rate"), ax.legend(loc="lower right")
         fig.tight_layout(), fig.savefig(roc_path, dpi=100), plt.close(fig)
         files["roc"] = roc_path
-    if maps is not None and masks is not None and masks.any():
+    if maps is not None and masks is not None and any(bool(np.any(k)) for k in masks):
         try:
             metrics.plot_pro(maps, masks, pro_path)
             files["pro"] = pro_path
@@ -239,14 +313,14 @@ def _plot_curves(out_dir, scores, labels, maps, masks, m) -> Dict[str, str]:
 
 
 def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: Optional[str] = None,
-             set_threshold: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
+             set_threshold: Optional[str] = None, progress: bool = True, tile=None, stride=None) -> Dict[str, Any]:
     """Score the test split, compute metrics, write metrics.json, scores.csv, roc.png, pro.png into
     `out_dir`; store F1-optimal and FPR-0.5% thresholds as candidates in the artifact (activated only
     with set_threshold="f1" or "fpr")."""
     from edgead.artifact import read_meta, update_meta
     from edgead.data.datasets import load_mask
-    from edgead.data.transforms import resize_mask
     from edgead.models import load_model
+    from edgead.tiling import resolve_tiling
 
     if set_threshold not in (None, "f1", "fpr"):
         raise ValueError(f"set_threshold: expected None, 'f1' or 'fpr', got {set_threshold!r}")
@@ -259,12 +333,15 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
     if not test:
         raise ValueError(f"evaluate: no test images under {data_root}")
     t0 = time.time()
-    scores, maps = score_items(model, test, dev, progress, "evaluating")
+    tiling = resolve_tiling(read_meta(os.fspath(artifact_dir)), tile, stride)
+    scores, maps = score_items(model, test, dev, progress, "evaluating", tiling=tiling, native=True)
     secs = time.time() - t0
     labels = np.array([int(s.label) for s in test])
-    h, w = maps.shape[1:]
-    masks = np.stack([resize_mask(load_mask(s, _image_shape(s.path)), (h, w)) for s in test]).astype(bool)
-    has_masks = bool(masks.any())
+    # native resolution: every mask at its image's size, next to a map of that size (nothing resized)
+    masks = [load_mask(s, m.shape) for s, m in zip(test, maps)]
+    if isinstance(maps, np.ndarray):
+        masks = np.stack(masks)
+    has_masks = any(bool(m.any()) for m in masks)
     from edgead import metrics
 
     m = dict(metrics.evaluate(scores, labels, maps if has_masks else None, masks if has_masks else None))
@@ -274,11 +351,11 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
     if "image_f1_threshold" in m:
         cand["image_f1"] = float(m["image_f1_threshold"])
     if has_masks:
-        cand["pixel_f1"] = float(metrics.f1_max(maps.ravel(), masks.ravel())[1])
+        cand["pixel_f1"] = float(metrics.f1_max(_ravel(maps), _ravel(masks))[1])
     if normal.size:
         cand[f"image_fpr{TARGET_FPR:g}"] = _fpr_threshold(scores, labels, TARGET_FPR)
         if has_masks:
-            cand[f"pixel_fpr{TARGET_FPR:g}"] = _fpr_threshold(maps.ravel(), masks.ravel(), TARGET_FPR)
+            cand[f"pixel_fpr{TARGET_FPR:g}"] = _fpr_threshold(_ravel(maps), _ravel(masks), TARGET_FPR)
     cand = {k: v for k, v in cand.items() if np.isfinite(v)}
     meta = read_meta(os.fspath(artifact_dir))
     th = dict(meta.get("thresholds") or {})

@@ -60,6 +60,8 @@ DEFAULTS: Dict[str, Any] = {
     "embedding_dim": None,
     "coreset_ratio": 0.1,
     "coreset_dim": 128,
+    "bank_max_size": None,
+    "coreset_candidates": None,
     "num_neighbors": 9,
     "blur_sigma": 4.0,
     "seed": 0,
@@ -206,6 +208,10 @@ class PatchCore(AnomalyModel):
         cfg["layers"] = [cfg["layers"]] if isinstance(cfg["layers"], str) else list(cfg["layers"])
         if not 0.0 < float(cfg["coreset_ratio"]) <= 1.0:
             raise ValueError(f"coreset_ratio: expected a number in (0, 1], got {cfg['coreset_ratio']!r}")
+        for key in ("bank_max_size", "coreset_candidates"):
+            v = cfg[key]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1):
+                raise ValueError(f"{key}: expected None or an int >= 1, got {v!r}")
         if int(cfg["num_neighbors"]) < 1:
             raise ValueError(f"num_neighbors: expected an int >= 1, got {cfg['num_neighbors']!r}")
         if cfg["mean"] is None or cfg["std"] is None:
@@ -268,18 +274,19 @@ class PatchCore(AnomalyModel):
         n_patch = self.grid[0] * self.grid[1]
         d = self.embedder.embedding_dim
         total = n_train * n_patch
-        store = torch.float32 if total * d * 4 <= int(self.config["max_feature_bytes"]) else torch.float16
-        feats = torch.empty(total, d, dtype=store, device=dev)
-        pos = 0
-        for x in self._batches(train, dev, progress, "patchcore: embedding train images"):
-            e = self.embedder(x)
-            if tuple(e.shape[1:]) != (n_patch, d):
-                raise ValueError(f"fit: images give a {e.shape[1]}-patch grid, expected {n_patch}: check image_size")
-            e = e.reshape(-1, d)
-            feats[pos : pos + e.shape[0]] = e.to(store)
-            pos += e.shape[0]
-        if pos != total:
-            raise RuntimeError(f"fit: got {pos // n_patch} images, expected {n_train}")
+        cap = self.config.get("coreset_candidates")
+        if cap is not None and int(cap) < total:
+            feats = self._sample_embeddings(train, dev, progress, int(cap), n_patch, total)
+        else:
+            store = torch.float32 if total * d * 4 <= int(self.config["max_feature_bytes"]) else torch.float16
+            feats = torch.empty(total, d, dtype=store, device=dev)
+            pos = 0
+            for x in self._batches(train, dev, progress, "patchcore: embedding train images"):
+                e = self._embed_checked(x, n_patch, d)
+                feats[pos : pos + e.shape[0]] = e.to(store)
+                pos += e.shape[0]
+            if pos != total:
+                raise RuntimeError(f"fit: got {pos // n_patch} images, expected {n_train}")
 
         bank = self.select_bank(feats, progress)
         del feats
@@ -291,6 +298,7 @@ class PatchCore(AnomalyModel):
             "n_train": n_train,
             "bank_size": int(self.memory_bank.shape[0]),
             "n_patches": int(total),
+            "n_candidates": int(min(total, int(cap))) if cap is not None else int(total),
             "embedding_dim": int(d),
             "grid": list(self.grid),
         }
@@ -299,6 +307,43 @@ class PatchCore(AnomalyModel):
         self.statistics = stats
         return stats
 
+    def _embed_checked(self, x: torch.Tensor, n_patch: int, d: int) -> torch.Tensor:
+        e = self.embedder(x)
+        if tuple(e.shape[1:]) != (n_patch, d):
+            raise ValueError(f"fit: images give a {e.shape[1]}-patch grid, expected {n_patch}: check image_size")
+        return e.reshape(-1, d)
+
+    @torch.no_grad()
+    def _sample_embeddings(self, train, dev, progress: bool, cap: int, n_patch: int, total: int) -> torch.Tensor:
+        """A uniform random sample of `cap` of the `total` training patch embeddings (reservoir
+        sampling with seeded random keys: the rows with the `cap` smallest keys), so memory stays at
+        `cap` rows however large the training set is. The approximate selection of
+        `coreset_candidates`: the greedy coreset then runs on this sample only."""
+        d = self.embedder.embedding_dim
+        g = torch.Generator().manual_seed(int(self.config["seed"]) + 1)
+        keys = torch.empty(0)
+        rows = torch.empty(0, d, device=dev)
+        seen = 0
+        for x in self._batches(train, dev, progress, "patchcore: embedding train images (sampling patches)"):
+            e = self._embed_checked(x, n_patch, d)
+            k = torch.rand(e.shape[0], generator=g)
+            seen += e.shape[0]
+            if keys.numel() >= cap:  # rows whose key is above the current cap-th key never enter
+                keep = k < keys.max()
+                e, k = e[keep.to(e.device)], k[keep]
+                if k.numel() == 0:
+                    continue
+            keys = torch.cat([keys, k])
+            rows = torch.cat([rows, e.float()])
+            if keys.numel() > cap:
+                sel = torch.topk(keys, cap, largest=False).indices
+                keys, rows = keys[sel], rows[sel.to(rows.device)]
+        if seen != total:
+            raise RuntimeError(f"fit: got {seen // n_patch} images, expected {total // n_patch}")
+        if progress:
+            print(f"patchcore: sampled {rows.shape[0]} of {total} patches as coreset candidates", flush=True)
+        return rows.contiguous()
+
     @torch.no_grad()
     def select_bank(self, feats: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """(N, D) patch embeddings -> memory bank (M, D) float32: JL projection + greedy coreset."""
@@ -306,7 +351,9 @@ class PatchCore(AnomalyModel):
         dev, store = feats.device, feats.dtype
         ratio = float(self.config["coreset_ratio"])
         n_keep = max(1, int(round(total * ratio)))
-        if ratio >= 1.0 or n_keep >= total:
+        if self.config.get("bank_max_size") is not None:
+            n_keep = min(n_keep, int(self.config["bank_max_size"]))
+        if n_keep >= total:
             bank = feats.float()
         else:
             g = torch.Generator().manual_seed(int(self.config["seed"]))
@@ -319,7 +366,7 @@ class PatchCore(AnomalyModel):
             else:
                 reduced = feats
             if progress:
-                print(f"patchcore: greedy coreset {n_keep} of {total} patches ({ratio:.1%}) on {dev.type}", flush=True)
+                print(f"patchcore: greedy coreset {n_keep} of {total} patches ({n_keep / total:.2%}) on {dev.type}", flush=True)
             idx = _coreset(reduced.contiguous(), n_keep, int(self.config["seed"]))
             del reduced
             bank = feats[idx].float()

@@ -37,6 +37,7 @@ import numpy as np
 from edgead.artifact import Artifact, ArtifactError, load_artifact
 from edgead.runtime import backends as _backends
 from edgead.runtime.postprocess import postprocess
+from edgead.tiling import Tiling, resolve_tiling, tiled_predict
 
 __all__ = ["Detector", "Result", "BatchResult", "resolve_threshold", "onnx_file", "ExportMissingError"]
 
@@ -185,7 +186,7 @@ def _timer():
 
 class Detector:
     def __init__(self, artifact: Artifact, backend: _backends.Backend, threshold=None, pixel_threshold=None,
-                 batch_size: Optional[int] = None):
+                 batch_size: Optional[int] = None, tile=None, stride=None):
         from edgead.data.transforms import Preprocessing
 
         self.artifact = artifact
@@ -200,6 +201,8 @@ class Detector:
             raise ValueError(f"batch_size {self.batch_size} exceeds the backend's max batch {mb}")
         self._hooks: List[Callable[[str, float, int], None]] = []
         self._hooks_lock = threading.Lock()
+        self.tiling: Optional[Tiling] = None
+        self.set_tiling(tile, stride)
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -214,6 +217,8 @@ class Detector:
         batch_size: Optional[int] = None,
         engine: Optional[str] = None,
         model=None,
+        tile=None,
+        stride=None,
         **backend_kwargs,
     ) -> "Detector":
         """Load an artifact on a backend ('auto', 'tensorrt', 'onnxruntime', 'torch').
@@ -265,7 +270,8 @@ class Detector:
 
                 engine = find_or_build_engine(path, precision=precision)
             be = _backends.TensorRTBackend(engine, precision=precision, **backend_kwargs)
-        return cls(art, be, threshold=threshold, pixel_threshold=pixel_threshold, batch_size=batch_size)
+        return cls(art, be, threshold=threshold, pixel_threshold=pixel_threshold, batch_size=batch_size, tile=tile,
+                   stride=stride)
 
     # ------------------------------------------------------------------------------------------
     def add_timing_hook(self, fn: Callable[[str, float, int], None]) -> None:
@@ -280,6 +286,12 @@ class Detector:
     def _emit(self, stage: str, seconds: float, n: int) -> None:
         for fn in list(self._hooks):
             fn(stage, seconds, n)
+
+    def set_tiling(self, tile=None, stride=None) -> None:
+        """Tiled inference (edgead.tiling): the artifact's stored tiling (edgead.json "tiling", written by
+        `edgead train` for a recipe with `tiling:`), overridden by an explicit tile / stride; tile=0: off."""
+        meta = self.artifact.meta if isinstance(getattr(self.artifact, "meta", None), dict) else {}
+        self.tiling = resolve_tiling({"tiling": meta.get("tiling")}, tile, stride)
 
     def set_thresholds(self, threshold=None, pixel_threshold=None) -> None:
         if threshold is not None:
@@ -344,6 +356,9 @@ class Detector:
         """One image (path or HxW / HxWxC array) -> Result; a batch (NxHxWxC array or list) -> BatchResult."""
         arrs, paths, single = self._as_images(images)
         n = len(arrs)
+        if self.tiling is not None:
+            scores, full = self._score_tiled(arrs)
+            return self._results(scores, full, [a.shape[:2] for a in arrs], paths, single, _timer())
         t0 = _timer()
         x = self.preprocessing.batch(arrs)
         self._emit("pre", _timer() - t0, n)
@@ -355,6 +370,27 @@ class Detector:
             if m.shape != (h, w):
                 m = cv2.resize(m, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
             full.append(np.ascontiguousarray(m, dtype=np.float32))
+        return self._results(scores, full, sizes, paths, single, t1)
+
+    def _score_tiled(self, arrs: Sequence[np.ndarray]):
+        """Tiled inference hook: every image is cut into tiles (edgead.tiling), the tiles of a chunk of
+        batch_size are one backend batch, the maps are stitched at the image's own size. Images of
+        different sizes tile independently."""
+        def infer(tiles):
+            t0 = _timer()
+            x = self.preprocessing.batch(tiles)
+            self._emit("pre", _timer() - t0, len(tiles))
+            return self.infer_preprocessed(x)
+
+        scores, full = [], []
+        for a in arrs:
+            s, m = tiled_predict(a, self.tiling, infer, chunk=self.batch_size)
+            scores.append(s)
+            full.append(m)
+        return np.asarray(scores, np.float32), full
+
+    def _results(self, scores, full, sizes, paths, single, t1):
+        n = len(full)
         same = len({tuple(s) for s in sizes}) <= 1
         amaps = np.stack(full) if (same and full) else (full if full else np.zeros((0,) + self.preprocessing.size, np.float32))
         if self.pixel_threshold is None:
@@ -371,7 +407,8 @@ class Detector:
     def describe(self) -> Dict[str, Any]:
         d = self.backend.describe()
         d.update(model_type=self.model_type, artifact=self.artifact.path, image_threshold=self.image_threshold,
-                 pixel_threshold=self.pixel_threshold, input_size=list(self.preprocessing.size))
+                 pixel_threshold=self.pixel_threshold, input_size=list(self.preprocessing.size),
+                 tiling=None if self.tiling is None else self.tiling.to_dict())
         return d
 
     def close(self) -> None:
