@@ -437,3 +437,21 @@ def test_pipeline_trains_on_tiles_and_evaluates_at_native_resolution(tmp_path):
     assert meta["tiling"]["tile"] == [32, 32] and meta["preprocessing"]["size"] == [32, 32]
     rep = pipeline.evaluate(art, data, str(tmp_path / "eval"), device="cpu", progress=False)
     assert 0.0 <= rep["metrics"]["aupro"] <= 1.0 and 0.0 <= rep["metrics"]["pixel_auroc"] <= 1.0
+
+
+def test_onnxruntime_detector_runs_tiles_as_a_batch(tiled_artifact):
+    pytest.importorskip("onnxruntime")
+    from edgead.export.onnx import export_onnx
+    from edgead.runtime import Detector
+
+    art, _ = tiled_artifact
+    export_onnx(art)
+    img = np.random.default_rng(7).integers(0, 256, (75, 61, 3), dtype=np.uint8)
+    ref = Detector.load(art, backend="torch", device="cpu")(img)
+    det = Detector.load(art, backend="onnxruntime", device="cpu", batch_size=4)
+    batches = []
+    det.add_timing_hook(lambda stage, sec, n: batches.append(n) if stage == "network" else None)
+    got = det(img)
+    assert got.anomaly_map.shape == (75, 61) and max(batches) == 4 and sum(batches) == len(det.tiling.grid((75, 61)))
+    np.testing.assert_allclose(got.anomaly_map, ref.anomaly_map, rtol=1e-3, atol=1e-3)
+    assert got.score == pytest.approx(ref.score, rel=1e-3)
