@@ -78,7 +78,8 @@ def run(recipe_path, data, weights, sets, split, every, train_n, seed=0, progres
     # image score both ways: max of the stitched map (default) and the models' own tile scores
     t1, c1 = time.perf_counter(), time.process_time()
     if tiling is None:
-        scores, maps = pipeline.score_items(model, test, "cpu", progress, "eval", native=True)
+        det = pipeline.model_detector(model, "cpu", batch_size=int(recipe["config"].get("batch_size", 16)))
+        scores, maps = det.score_files(test, progress, "eval", native=True)
         tile_scores = None
     else:  # one pass, both image scores: max of the stitched map, and max of the model's tile scores
         from edgead.data.io import read_image

@@ -145,3 +145,109 @@ def test_cuda_duplicates_and_errors(torch_cuda):
         ops.coreset(y, 3)
     with pytest.raises(ValueError, match="'n'"):
         ops.coreset(x, 5001)
+
+
+# ------------------------------------------------------------------------------ resumable selection
+def run_in_steps(x, n, start, chunks):
+    """CoresetSelector driven by the step sizes in `chunks` (cycled); returns (idx, dist, pieces)."""
+    sel = ops.CoresetSelector(x, n, start=start)
+    assert sel.selected == 1 and not sel.done or n == 1
+    pieces, i = [], 0
+    while not sel.done:
+        before = sel.selected
+        got = sel.step(chunks[i % len(chunks)])
+        i += 1
+        assert len(got) == sel.selected - before >= 1
+        pieces.append(np.asarray(got).copy())
+    assert len(sel.step(5)) == 0  # done: nothing more
+    return np.asarray(sel.indices), np.asarray(sel.distances), pieces
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("N,D,n,start,chunks", [
+    (1, 1, 1, 0, [1]), (60, 5, 60, 4, [1]), (200, 3, 40, 7, [3, 1, 10]), (500, 128, 50, 0, [7]),
+    (10000, 32, 70, 11, [1, 31, 32, 33]),  # 10000 x 32: parallel slices; chunk edges across the 32-step prune retry
+])
+def test_selector_matches_coreset_and_reference(rng, dtype, N, D, n, start, chunks):
+    x = rng.standard_normal((N, D)).astype(dtype)
+    idx, dist, pieces = run_in_steps(x, n, start, chunks)
+    iref, dref = ops.coreset(x, n, start=start, return_distances=True)
+    np.testing.assert_array_equal(idx, iref)
+    np.testing.assert_array_equal(dist, dref)  # same kernel, same arithmetic: bit-identical
+    np.testing.assert_array_equal(np.concatenate([[start]] + pieces), idx)
+    np.testing.assert_array_equal(idx, coreset_reference(x, n, start))
+
+
+def test_selector_clustered_and_duplicates(rng):
+    # Clustered data exercises the CPU pruning state (assign) carried across steps; duplicates the
+    # lowest-index tie-break and repeats after the distinct points run out.
+    centres = rng.standard_normal((40, 24)) * 10
+    x = (centres[rng.integers(0, 40, 4000)] + rng.standard_normal((4000, 24)) * 0.3).astype(np.float32)
+    idx, _, _ = run_in_steps(x, 300, 5, [13, 64, 1])
+    np.testing.assert_array_equal(idx, coreset_reference(x, 300, 5))
+    x0 = rng.standard_normal((20, 6)).astype(np.float32)
+    y = np.concatenate([x0, x0, x0])
+    idx, dist, _ = run_in_steps(y, 25, 0, [4])
+    np.testing.assert_array_equal(idx, coreset_reference(y, 25))
+    np.testing.assert_array_equal(dist[20:], 0.0)
+
+
+def test_selector_state_and_bad_input(rng):
+    x = rng.standard_normal((50, 4)).astype(np.float32)
+    sel = ops.CoresetSelector(x, 10, start=3)
+    assert np.isinf(np.asarray(sel.min_d2)).all()  # nothing folded in yet: lazily updated by the next step
+    sel.step(2)
+    d = np.linalg.norm(x[:, None, :].astype(np.float64) - x[np.asarray(sel.indices)[:2]][None], axis=2).min(1)
+    np.testing.assert_allclose(np.sqrt(np.asarray(sel.min_d2)), d, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="'n_steps' expected n_steps >= 1"):
+        sel.step(0)
+    with pytest.raises(TypeError, match="'n_steps' expected an int"):
+        sel.step(1.5)
+    with pytest.raises(ValueError, match="'n' expected n <= number of points N = 50, got n = 51"):
+        ops.CoresetSelector(x, 51)
+    with pytest.raises(ValueError, match="'n' expected n >= 1"):
+        ops.CoresetSelector(x, 0)
+    with pytest.raises(ValueError, match="'start'"):
+        ops.CoresetSelector(x, 2, start=50)
+    y = x.copy()
+    y[7, 1] = np.nan
+    with pytest.raises(ValueError, match="'features' expected finite"):
+        ops.CoresetSelector(y, 2)
+    # The native step verifies a host state before using it (never a crash on a corrupted state).
+    C = __import__("edgead")._ext()
+    idx = np.zeros(5, np.int64)
+    mind = np.full(50, np.inf, np.float32)
+    asg = np.full(50, -1, np.int32)
+    C.coreset_init(x, 0, mind, asg, idx, None)
+    idx[0] = 99
+    with pytest.raises(ValueError, match="'out_idx' expected selected indices in"):
+        C.coreset_step(x, 1, 2, mind, asg, idx, None)
+    idx[0] = 0
+    asg[3] = 7
+    with pytest.raises(ValueError, match="'assign' expected values in"):
+        C.coreset_step(x, 1, 2, mind, asg, idx, None)
+    asg[3] = -1
+    with pytest.raises(ValueError, match="'s0', 's1' expected"):
+        C.coreset_step(x, 0, 2, mind, asg, idx, None)
+    with pytest.raises(ValueError, match="'assign' expected an int32"):
+        C.coreset_step(x, 1, 2, mind, None, idx, None)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_selector_matches_coreset(torch_cuda, rng, dtype):
+    torch = torch_cuda
+    x = rng.standard_normal((3000, 128)).astype(dtype)
+    xc = torch.from_numpy(x).cuda()
+    sel = ops.CoresetSelector(xc, 60, start=5)
+    while not sel.done:
+        got = sel.step(7)
+        assert got.is_cuda
+    iref, dref = ops.coreset(xc, 60, start=5, return_distances=True)
+    np.testing.assert_array_equal(sel.indices.cpu().numpy(), iref.cpu().numpy())
+    np.testing.assert_array_equal(sel.distances.cpu().numpy(), dref.cpu().numpy())
+    np.testing.assert_array_equal(sel.indices.cpu().numpy(), ops.coreset(x, 60, start=5))
+    y = xc.clone()
+    y[123, 4] = float("inf")
+    with pytest.raises(ValueError, match="'features' expected finite"):
+        ops.CoresetSelector(y, 3)

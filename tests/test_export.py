@@ -4,7 +4,6 @@ Stand-in model: a tiny conv AnomalyModel (tests/test_runtime.py shares it) so th
 depend on the real models; real-model parity lives in tests/test_runtime.py.
 ONNX vs torch tolerance (fp32, CPU): |ort - torch| <= 1e-4 * max(1, max|torch|) + 1e-4 * |torch|.
 """
-import argparse
 import json
 import os
 
@@ -16,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from edgead.artifact import load_artifact, read_meta, _sha256  # noqa: E402
-from edgead.export import cli_export  # noqa: E402
+from edgead.export import export_artifact  # noqa: E402
 from edgead.export import onnx as eonnx  # noqa: E402
 from edgead.export import tensorrt as etrt  # noqa: E402
 
@@ -103,22 +102,22 @@ def test_no_distance_matrix_guard(tmp_path):
         eonnx.check_no_distance_matrix(helper.make_model(g2), 50, 8)
 
 
-def test_cli_export_onnx(art, monkeypatch, capsys):
+def test_export_artifact_onnx(art, monkeypatch, capsys):
     path, model = art
     import edgead.models
 
     monkeypatch.setattr(edgead.models, "load_model", lambda d, device="cpu": model)
-    args = argparse.Namespace(artifact=path, format="onnx", precision=None, dla_core=None, out=None, calibration=None)
-    assert cli_export(args) == 0
+    args = dict(artifact=path, format="onnx", precision=None, dla_core=None, out=None, calibration=None)
+    assert export_artifact(**args).endswith(".onnx")
     assert "model.onnx" in capsys.readouterr().out
-    bad = argparse.Namespace(artifact=path, format="onnx", precision="fp16", dla_core=None, out=None, calibration=None)
+    bad = dict(artifact=path, format="onnx", precision="fp16", dla_core=None, out=None, calibration=None)
     with pytest.raises(ValueError, match="fp32"):
-        cli_export(bad)
-    bad = argparse.Namespace(artifact=path, format="tensorrt", precision="int8", dla_core=None, out=None, calibration=None)
+        export_artifact(**bad)
+    bad = dict(artifact=path, format="tensorrt", precision="int8", dla_core=None, out=None, calibration=None)
     with pytest.raises(ValueError, match="calibration"):
-        cli_export(bad)
+        export_artifact(**bad)
     with pytest.raises(ValueError, match="format"):
-        cli_export(argparse.Namespace(artifact=path, format="tflite", precision=None, dla_core=None, out=None, calibration=None))
+        export_artifact(**dict(artifact=path, format="tflite", precision=None, dla_core=None, out=None, calibration=None))
 
 
 def test_engine_cache_key_covers_every_dependency():

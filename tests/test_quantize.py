@@ -7,7 +7,6 @@ anomaly map ``max|int8 - fp32| <= 0.25 * max|fp32 map|`` and score ``|int8 - fp3
 model; 0.013 for a briefly fit EfficientAD-S at 256x256 on brick; a broken quantization -- wrong
 scales, uncalibrated ranges -- is off by O(1)).
 """
-import argparse
 import os
 import warnings
 
@@ -21,7 +20,7 @@ pytest.importorskip("onnxruntime.quantization")
 cv2 = pytest.importorskip("cv2")
 
 from edgead.artifact import _sha256, load_artifact, read_meta, save_artifact  # noqa: E402
-from edgead.export import cli_export  # noqa: E402
+from edgead.export import export_artifact  # noqa: E402
 from edgead.export.onnx import export_onnx  # noqa: E402
 from edgead.export.quantize import quantize_onnx  # noqa: E402
 from edgead.models.efficientad import EfficientAD  # noqa: E402
@@ -62,8 +61,8 @@ def art(tmp_path_factory):
 
 def test_int8_cli_writes_qdq_graph_and_meta(art, capsys):
     path, calib, _ = art
-    args = argparse.Namespace(artifact=path, format="onnx", precision="int8", dla_core=None, out=None, calibration=calib)
-    assert cli_export(args) == 0
+    args = dict(artifact=path, format="onnx", precision="int8", dla_core=None, out=None, calibration=calib)
+    assert export_artifact(**args).endswith(".onnx")
     assert "model.int8.onnx" in capsys.readouterr().out
     q = os.path.join(path, "model.int8.onnx")
     ops = {n.op_type for n in onnx.load(q).graph.node}
@@ -101,11 +100,11 @@ def test_int8_errors(art, tmp_path):
     path, calib, _ = art
     base = dict(artifact=path, format="onnx", dla_core=None, out=None)
     with pytest.raises(ValueError, match="calibration"):
-        cli_export(argparse.Namespace(precision="int8", calibration=None, **base))
+        export_artifact(**dict(precision="int8", calibration=None, **base))
     with pytest.raises(ValueError, match="fp16"):
-        cli_export(argparse.Namespace(precision="fp16", calibration=calib, **base))
+        export_artifact(**dict(precision="fp16", calibration=calib, **base))
     with pytest.raises(ValueError, match="calibration"):
-        cli_export(argparse.Namespace(precision="fp32", calibration=calib, **base))
+        export_artifact(**dict(precision="fp32", calibration=calib, **base))
     with pytest.raises(ValueError, match="shape"):
         quantize_onnx(path, np.zeros((2, 3, 32, 32), np.float32))
     with pytest.raises(ValueError, match="calibrate_method"):

@@ -4,7 +4,6 @@ Parity tolerances (fp32, CPU): backend maps/scores vs the PyTorch model's predic
 rtol 1e-4 and atol 1e-4 * max(1, max|reference|). fp16 (GPU tests marked cuda): rtol 1e-2,
 atol 1e-2 * max|reference|.
 """
-import argparse
 import concurrent.futures as cf
 import json
 import os
@@ -373,14 +372,13 @@ def test_postprocess_dispatch_errors():
 # ----------------------------------------------------------------------------------------------
 # bench CLI
 # ----------------------------------------------------------------------------------------------
-def test_cli_bench_writes_json_and_markdown(tiny, tmp_path, monkeypatch, capsys):
-    from edgead.runtime.bench import cli_bench
+def test_bench_artifacts_writes_json_and_markdown(tiny, tmp_path, monkeypatch, capsys):
     import edgead.models
+    from edgead.runtime.bench import bench_artifacts
 
     path, model = tiny
     monkeypatch.setattr(edgead.models, "load_model", lambda d, device="cpu": model)
-    args = argparse.Namespace(artifact=path, backend="all", batch_sizes=[1, 4], iterations=3, out=str(tmp_path / "b"))
-    assert cli_bench(args) == 0
+    assert bench_artifacts(path, backends="all", batch_sizes=[1, 4], iterations=3, out=str(tmp_path / "b")) == 0
     doc = json.load(open(tmp_path / "b" / "bench_runtime.json"))
     names = {b["params"]["backend"] for b in doc["benchmarks"]}
     assert {"onnxruntime", "torch"} <= names
@@ -393,9 +391,8 @@ def test_cli_bench_writes_json_and_markdown(tiny, tmp_path, monkeypatch, capsys)
     md = open(tmp_path / "b" / "bench_runtime.md").read()
     assert "onnxruntime" in md and "| fader |" in md and "versions:" in md and "date:" in md
     # a backend that cannot run is reported, not fatal
-    args = argparse.Namespace(artifact=path, backend=["onnxruntime", "tensorrt"], batch_sizes="1", iterations=2,
-                              out=str(tmp_path / "c.json"))
-    assert cli_bench(args) == 0
+    assert bench_artifacts(path, backends=["onnxruntime", "tensorrt"], batch_sizes=[1], iterations=2,
+                           out=str(tmp_path / "c.json")) == 0
     assert os.path.isfile(tmp_path / "c.md") and "Not measured" in open(tmp_path / "c.md").read()
 
 

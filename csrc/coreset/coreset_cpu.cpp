@@ -167,8 +167,7 @@ Best step_generic(const StepCtx& k, bool fp16, int64_t b, int64_t e) {
 
 }  // namespace
 
-int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64_t start, int64_t* out_idx,
-                float* out_dist) {
+int coreset_cpu_check(const void* x, bool fp16, int64_t N, int64_t D) {
   std::atomic<bool> finite{true};
   parallel_for(N * D, 1 << 16, [&](int64_t b, int64_t e) {
     bool ok = true;
@@ -181,13 +180,21 @@ int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64
     }
     if (!ok) finite = false;
   });
-  if (!finite) return CORESET_NONFINITE;
+  return finite ? CORESET_OK : CORESET_NONFINITE;
+}
 
-  std::vector<float> mind(size_t(N), kInf);
-  std::vector<int32_t> asg(size_t(N), -1);
+void coreset_cpu_init(int64_t N, int64_t start, float* min_d2, int32_t* assign, int64_t* out_idx, float* out_dist) {
+  std::fill(min_d2, min_d2 + N, kInf);
+  std::fill(assign, assign + N, int32_t(-1));
   out_idx[0] = start;
   if (out_dist) out_dist[0] = kInf;
-  if (n <= 1) return CORESET_OK;
+}
+
+void coreset_cpu_steps(const void* x, bool fp16, int64_t N, int64_t D, int64_t s0, int64_t s1, float* min_d2,
+                       int32_t* assign, int64_t* out_idx, float* out_dist) {
+  if (s0 < 1 || s1 <= s0) return;
+  float* mind = min_d2;
+  int32_t* asg = assign;
   // One thread for small inputs: every step ends in a barrier, which a loaded machine makes expensive.
   const int64_t T = N * D < (int64_t(1) << 18) ? 1 : std::max<int64_t>(1, std::min<int64_t>(cpu_threads(), N / 1024 + 1));
   std::vector<Best> slots(size_t(2 * T));
@@ -195,20 +202,21 @@ int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64
 
   auto body = [&](int64_t tid, int64_t nt) {  // nt <= T threads actually running
     const int64_t b = N * tid / nt, e = N * (tid + 1) / nt;
-    std::vector<float> c(static_cast<size_t>(D)), cc(static_cast<size_t>(n));
-    std::vector<int32_t> stamp(static_cast<size_t>(n), -1);
-    std::vector<int64_t> sel(static_cast<size_t>(n));
-    sel[0] = start;
+    std::vector<float> c(static_cast<size_t>(D)), cc(static_cast<size_t>(s1));
+    std::vector<int32_t> stamp(static_cast<size_t>(s1), -1);
+    std::vector<int64_t> sel(out_idx, out_idx + s0);  // selection so far (this thread's copy)
+    sel.resize(static_cast<size_t>(s1));
     // Pruning costs a centre-centre distance per referenced centre; where it skips < 10% of the
     // points (uniform high-dimensional data) it is switched off and re-tried every 32 steps.
+    // (Pruning never changes the selection, so resuming with it switched on is exact.)
     bool prune = true;
     int64_t skipped = 0;
-    for (int64_t s = 1; s < n; ++s) {
+    for (int64_t s = s0; s < s1; ++s) {
       if (s % 32 == 0) prune = true;
       const int64_t cur = sel[size_t(s - 1)];
       for (int64_t d = 0; d < D; ++d) c[size_t(d)] = elem(x, fp16, cur * D + d);
-      const StepCtx ctx{x, D, c.data(), int32_t(s - 1), mind.data(), asg.data(), sel.data(), cc.data(), stamp.data(),
-                         prune, &skipped};
+      const StepCtx ctx{x, D, c.data(), int32_t(s - 1), mind, asg, sel.data(), cc.data(), stamp.data(), prune,
+                        &skipped};
       Best best;
 #if defined(__x86_64__) || defined(__i386__)
       if (avx512)
@@ -239,6 +247,15 @@ int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64
 #else
   body(0, 1);
 #endif
+}
+
+int coreset_cpu(const void* x, bool fp16, int64_t N, int64_t D, int64_t n, int64_t start, int64_t* out_idx,
+                float* out_dist) {
+  if (coreset_cpu_check(x, fp16, N, D) != CORESET_OK) return CORESET_NONFINITE;
+  std::vector<float> mind(static_cast<size_t>(N));
+  std::vector<int32_t> asg(static_cast<size_t>(N));
+  coreset_cpu_init(N, start, mind.data(), asg.data(), out_idx, out_dist);
+  coreset_cpu_steps(x, fp16, N, D, 1, n, mind.data(), asg.data(), out_idx, out_dist);
   return CORESET_OK;
 }
 

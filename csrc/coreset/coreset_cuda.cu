@@ -143,46 +143,79 @@ __global__ void __launch_bounds__(THREADS) step_kernel(const T* __restrict__ x, 
   }
 }
 
+// Stream-ordered scratch returned to the pool on every path, also when a check below throws (before:
+// a failing launch or a failing cudaMallocAsync leaked every buffer allocated before it).
+struct Scratch {
+  cudaStream_t s;
+  void* p = nullptr;
+  explicit Scratch(cudaStream_t st) : s(st) {}
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  template <class U>
+  U* alloc(size_t n) {
+    EDGEAD_CUDA_CHECK(cudaMallocAsync(&p, sizeof(U) * (n ? n : 1), s));
+    return static_cast<U*>(p);
+  }
+  ~Scratch() {
+    if (p) cudaFreeAsync(p, s);  // destructor: no throw; a sticky error already surfaced
+  }
+};
+
 template <class T>
-int coreset_cuda_impl(const T* x, long long N, long long D, long long n, long long start, long long* idx, float* dist,
-                      cudaStream_t st) {
+int check_impl(const T* x, long long N, long long D, cudaStream_t st) {
   int dev = 0, sms = 1;
   EDGEAD_CUDA_CHECK(cudaGetDevice(&dev));
   EDGEAD_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  int* bad = nullptr;
-  EDGEAD_CUDA_CHECK(cudaMallocAsync(&bad, sizeof(int), st));
+  Scratch bad_buf(st);
+  int* bad = bad_buf.alloc<int>(1);
   EDGEAD_CUDA_CHECK(cudaMemsetAsync(bad, 0, sizeof(int), st));
   const long long total = N * D;
-  const unsigned chk_blocks = (unsigned)std::min<long long>((total + THREADS - 1) / THREADS, 8LL * sms);
+  const unsigned chk_blocks =
+      (unsigned)std::max<long long>(1, std::min<long long>((total + THREADS - 1) / THREADS, 8LL * sms));
   nonfinite_kernel<T><<<chk_blocks, THREADS, 0, st>>>(x, total, bad);
   EDGEAD_CUDA_CHECK_LAUNCH();
   int bad_host = 0;
   EDGEAD_CUDA_CHECK(cudaMemcpyAsync(&bad_host, bad, sizeof(int), cudaMemcpyDeviceToHost, st));
-  EDGEAD_CUDA_CHECK(cudaFreeAsync(bad, st));
   EDGEAD_CUDA_CHECK(cudaStreamSynchronize(st));
-  if (bad_host) return CORESET_NONFINITE;
+  return bad_host ? CORESET_NONFINITE : CORESET_OK;
+}
 
-  const unsigned blocks = (unsigned)std::max<long long>(1, std::min<long long>((N + WARPS - 1) / WARPS, 8LL * sms));
-  float* mind = nullptr;
-  float* part_v = nullptr;
-  long long* part_i = nullptr;
-  unsigned* ticket = nullptr;
-  EDGEAD_CUDA_CHECK(cudaMallocAsync(&mind, sizeof(float) * N, st));
-  EDGEAD_CUDA_CHECK(cudaMallocAsync(&part_v, sizeof(float) * blocks, st));
-  EDGEAD_CUDA_CHECK(cudaMallocAsync(&part_i, sizeof(long long) * blocks, st));
-  EDGEAD_CUDA_CHECK(cudaMallocAsync(&ticket, sizeof(unsigned), st));
-  EDGEAD_CUDA_CHECK(cudaMemsetAsync(ticket, 0, sizeof(unsigned), st));
-  init_kernel<<<(unsigned)std::min<long long>((N + THREADS - 1) / THREADS, 4LL * sms), THREADS, 0, st>>>(mind, N, idx,
-                                                                                                     start, dist);
+void init_impl(long long N, long long start, float* mind, long long* idx, float* dist, cudaStream_t st) {
+  int dev = 0, sms = 1;
+  EDGEAD_CUDA_CHECK(cudaGetDevice(&dev));
+  EDGEAD_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const unsigned blocks = (unsigned)std::max<long long>(1, std::min<long long>((N + THREADS - 1) / THREADS, 4LL * sms));
+  init_kernel<<<blocks, THREADS, 0, st>>>(mind, N, idx, start, dist);
   EDGEAD_CUDA_CHECK_LAUNCH();
-  for (long long s = 1; s < n; ++s) {
+}
+
+template <class T>
+void steps_impl(const T* x, long long N, long long D, long long s0, long long s1, float* mind, long long* idx,
+                float* dist, cudaStream_t st) {
+  if (s0 < 1 || s1 <= s0) return;
+  int dev = 0, sms = 1;
+  EDGEAD_CUDA_CHECK(cudaGetDevice(&dev));
+  EDGEAD_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const unsigned blocks = (unsigned)std::max<long long>(1, std::min<long long>((N + WARPS - 1) / WARPS, 8LL * sms));
+  Scratch pv(st), pi(st), tk(st);
+  float* part_v = pv.alloc<float>(blocks);
+  long long* part_i = pi.alloc<long long>(blocks);
+  unsigned* ticket = tk.alloc<unsigned>(1);
+  EDGEAD_CUDA_CHECK(cudaMemsetAsync(ticket, 0, sizeof(unsigned), st));
+  for (long long s = s0; s < s1; ++s) {
     step_kernel<T><<<blocks, THREADS, 0, st>>>(x, N, D, idx, s, mind, part_v, part_i, ticket, dist);
     EDGEAD_CUDA_CHECK_LAUNCH();
   }
-  EDGEAD_CUDA_CHECK(cudaFreeAsync(mind, st));
-  EDGEAD_CUDA_CHECK(cudaFreeAsync(part_v, st));
-  EDGEAD_CUDA_CHECK(cudaFreeAsync(part_i, st));
-  EDGEAD_CUDA_CHECK(cudaFreeAsync(ticket, st));
+}
+
+template <class T>
+int coreset_cuda_impl(const T* x, long long N, long long D, long long n, long long start, long long* idx, float* dist,
+                      cudaStream_t st) {
+  if (check_impl(x, N, D, st) != CORESET_OK) return CORESET_NONFINITE;
+  Scratch md(st);
+  float* mind = md.alloc<float>(N);
+  init_impl(N, start, mind, idx, dist, st);
+  steps_impl(x, N, D, 1, n, mind, idx, dist, st);
   return CORESET_OK;
 }
 
@@ -194,6 +227,25 @@ int coreset_cuda(const void* features, bool fp16, int64_t N, int64_t D, int64_t 
   if (fp16)
     return coreset_cuda_impl(static_cast<const __half*>(features), N, D, n, start, idx, out_dist, as_stream(stream));
   return coreset_cuda_impl(static_cast<const float*>(features), N, D, n, start, idx, out_dist, as_stream(stream));
+}
+
+int coreset_cuda_check(const void* features, bool fp16, int64_t N, int64_t D, std::uintptr_t stream) {
+  if (fp16) return check_impl(static_cast<const __half*>(features), N, D, as_stream(stream));
+  return check_impl(static_cast<const float*>(features), N, D, as_stream(stream));
+}
+
+void coreset_cuda_init(int64_t N, int64_t start, float* min_d2, int64_t* out_idx, float* out_dist,
+                       std::uintptr_t stream) {
+  init_impl(N, start, min_d2, reinterpret_cast<long long*>(out_idx), out_dist, as_stream(stream));
+}
+
+void coreset_cuda_steps(const void* features, bool fp16, int64_t N, int64_t D, int64_t s0, int64_t s1, float* min_d2,
+                        int64_t* out_idx, float* out_dist, std::uintptr_t stream) {
+  long long* idx = reinterpret_cast<long long*>(out_idx);
+  if (fp16)
+    steps_impl(static_cast<const __half*>(features), N, D, s0, s1, min_d2, idx, out_dist, as_stream(stream));
+  else
+    steps_impl(static_cast<const float*>(features), N, D, s0, s1, min_d2, idx, out_dist, as_stream(stream));
 }
 
 }  // namespace edgead

@@ -260,3 +260,34 @@ def record_export(artifact_dir: str, key: str, path: str, info: Mapping[str, Any
     exports[key] = {"file": rel, "sha256": sha, "bytes": size, **dict(info),
                     "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     return update_meta(artifact_dir, files=files, exports=exports)
+
+
+# ------------------------------------------------------------------------------------------------
+# Artifact layout: names of the files edgead.export writes and edgead.runtime reads. Both import
+# them from here, so the two packages never import each other for a file name.
+# ------------------------------------------------------------------------------------------------
+ONNX_FILE = "model.onnx"
+INT8_ONNX_FILE = "model.int8.onnx"
+ENGINES_DIR = "engines"
+#: keys of edgead.json "exports" -> the default file name of that export
+EXPORT_FILES = {"onnx": ONNX_FILE, "onnx_int8": INT8_ONNX_FILE}
+
+
+def sha256_file(path: str) -> str:
+    """sha256 hex digest of a file (the checksum recorded in edgead.json "files" / "exports")."""
+    return _sha256(path)
+
+
+def export_file(meta_or_artifact: Any, artifact_dir: str, key: str = "onnx") -> str:
+    """Path of the artifact's export `key` ("onnx" | "onnx_int8"): exports[key]["file"] as recorded by
+    record_export (relative to the artifact directory), or the default name when none is recorded."""
+    if key not in EXPORT_FILES:
+        raise ValueError(f"export_file: argument 'key' expected one of {sorted(EXPORT_FILES)}, got {key!r}")
+    meta = meta_or_artifact.meta if isinstance(meta_or_artifact, Artifact) else meta_or_artifact
+    rel = ((meta.get("exports") or {}).get(key) or {}).get("file", EXPORT_FILES[key])
+    return rel if os.path.isabs(rel) else os.path.join(artifact_dir, rel)
+
+
+def engines_dir(artifact_dir: str) -> str:
+    """Folder of the artifact's cached TensorRT engines (<artifact>/engines)."""
+    return os.path.join(os.path.abspath(artifact_dir), ENGINES_DIR)

@@ -1,14 +1,20 @@
 """The `edgead` command line (also `python -m edgead`).
 
     edgead train RECIPE DATA OUT [--category C] [--device auto] [--weights PATH] [--val-fraction F]
-    edgead eval ARTIFACT DATA [--out DIR] [--set-threshold f1|fpr]
-    edgead predict ARTIFACT INPUT... [--out DIR]
+    edgead eval ARTIFACT DATA [--out DIR] [--set-threshold f1|fpr] [--backend torch|onnxruntime|tensorrt]
+    edgead predict ARTIFACT INPUT... [--out DIR] [--backend torch|onnxruntime|tensorrt]
     edgead export ARTIFACT [--format onnx|tensorrt] [--precision fp32|fp16|int8] [--dla-core N] [--out PATH]
-    edgead bench ARTIFACT [--backend B] [--batch-sizes 1,8] [--out PATH]
+    edgead bench ARTIFACT... [--backend B] [--batch-sizes 1,8] [--out PATH]
+    edgead distill-teacher --images DIR --out FILE [...]
     edgead make-data OUT [--n-images N] [--size S]
     edgead demo [--out DIR] [--device auto] [--weights PATH] [--quick]
 
-Exit codes: 0 ok, 1 runtime failure (message printed), 2 usage / input errors.
+This module declares every argument (`edgead VERB --help` lists each option with its default) and
+calls library functions with explicit arguments; no library function receives the argparse
+Namespace. Building the parser imports no torch.
+
+Exit codes: 0 ok, 1 runtime failure (message printed, also for running out of memory), 2 usage /
+input errors, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -60,28 +66,83 @@ def find_mobilenet_weights(explicit: Optional[str] = None) -> Optional[str]:
 
 
 # ------------------------------------------------------------------------------------------------
-# commands
+# argument types: a bad value is an argparse usage error naming the option
 # ------------------------------------------------------------------------------------------------
+def _int_at_least(lo: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {v}")
+        return v
+
+    parse.__name__ = f"int>={lo}"
+    return parse
+
+
+def _float_in(lo: float, hi: float, lo_open: bool, hi_open: bool):
+    desc = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {desc}, got {text!r}") from None
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)  # False for NaN
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected a number in {desc}, got {text}")
+        return v
+
+    parse.__name__ = f"number in {desc}"
+    return parse
+
+
+def _batch_sizes(text: str) -> List[int]:
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 (e.g. 1,32), got {text!r}") from None
+    if not sizes or any(b < 1 for b in sizes):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 (e.g. 1,32), got {text!r}")
+    return sizes
+
+
+_POSITIVE = _int_at_least(1)
+_NON_NEGATIVE = _int_at_least(0)
+_VAL_FRACTION = _float_in(0.0, 1.0, lo_open=False, hi_open=True)
+_RATIO = _float_in(0.0, 1.0, lo_open=True, hi_open=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# commands: each turns the parsed arguments into one library call with explicit arguments
+# ------------------------------------------------------------------------------------------------
+def _normalisation_overrides(backbone: Optional[str], weights: str) -> dict:
+    """A weights file brings its own mean/std (the recipe's belong to its default weights)."""
+    if not backbone:
+        return {}
+    from edgead.models.backbones import default_normalization
+
+    mean, std = default_normalization(backbone, weights)
+    return {"mean": list(mean), "std": list(std)}
+
+
 def cmd_train(a) -> int:
     from edgead import pipeline
 
+    recipe = _recipe_path(a.recipe)
     overrides = {"weights": a.weights, "val_fraction": a.val_fraction, "seed": a.seed}
     if a.weights:
-        # the recipe's mean/std belong to its default weights; a weights file brings its own normalisation
-        from edgead.pipeline import load_recipe
-
-        backbone = load_recipe(_recipe_path(a.recipe))["config"].get("backbone")
-        if backbone:
-            from edgead.models.backbones import default_normalization
-
-            mean, std = default_normalization(backbone, a.weights)
-            overrides["mean"], overrides["std"] = list(mean), list(std)
+        overrides.update(_normalisation_overrides(pipeline.load_recipe(recipe)["config"].get("backbone"), a.weights))
     if a.coreset_ratio is not None:
         overrides["coreset_ratio"] = a.coreset_ratio
     if a.image_size is not None:
         overrides["image_size"] = [a.image_size, a.image_size]
-    pipeline.train(_recipe_path(a.recipe), a.data, a.out, category=a.category, device=a.device,
-                   progress=not a.quiet, overrides=overrides)
+    overrides.update(tile=a.tile, stride=a.stride)
+    pipeline.train(recipe, a.data, a.out, category=a.category, device=a.device, progress=not a.quiet,
+                   overrides=overrides)
     return 0
 
 
@@ -90,7 +151,8 @@ def cmd_eval(a) -> int:
 
     out = a.out or os.path.join(a.artifact, "eval")
     pipeline.evaluate(a.artifact, a.data, out, device=a.device, category=a.category, set_threshold=a.set_threshold,
-                      progress=not a.quiet)
+                      progress=not a.quiet, backend=a.backend, precision=a.precision, batch_size=a.batch_size,
+                      tile=a.tile, stride=a.stride)
     return 0
 
 
@@ -99,32 +161,57 @@ def cmd_predict(a) -> int:
 
     out = a.out or os.path.join(a.artifact, "predictions")
     pipeline.predict(a.artifact, a.inputs if len(a.inputs) > 1 else a.inputs[0], out, device=a.device,
-                     progress=not a.quiet)
+                     progress=not a.quiet, batch_size=a.batch_size, backend=a.backend, precision=a.precision,
+                     tile=a.tile, stride=a.stride)
     return 0
 
 
 def cmd_export(a) -> int:
-    from edgead.export import cli_export
+    from edgead.export import export_artifact
 
-    return int(cli_export(a) or 0)
+    export_artifact(a.artifact, format=a.format, precision=a.precision, dla_core=a.dla_core, out=a.out,
+                    calibration=a.calibration)
+    return 0
 
 
 def cmd_bench(a) -> int:
-    from edgead.runtime.bench import cli_bench
+    from edgead.runtime.bench import bench_artifacts
 
-    return int(cli_bench(a) or 0)
+    backends = [b for b in a.backend.replace(",", " ").split() if b]
+    if "tensorrt" in backends:  # the runtime never builds engines: build a missing one here (the export side)
+        for art in a.artifact:
+            try:
+                from edgead.export.tensorrt import find_or_build_engine
+
+                find_or_build_engine(art, precision=a.precision or "fp16")
+            except Exception as e:  # reported by the benchmark as "not measured"
+                print(f"edgead bench: no TensorRT engine for {art}: {type(e).__name__}: {e}", file=sys.stderr)
+    device = None if a.device == "auto" else a.device
+    return bench_artifacts(a.artifact, backends=backends, batch_sizes=a.batch_sizes, iterations=a.iterations,
+                           warmup=a.warmup, device=device, precision=a.precision, threads=a.threads,
+                           image_size=a.image_size, out=a.out, command="edgead " + " ".join(a.argv))
 
 
 def cmd_distill(a) -> int:
-    from edgead.models.distill import cli_distill
+    from edgead.models.distill import distill_teacher
 
-    return int(cli_distill(a) or 0)
+    isz = list(a.image_size)
+    meta = distill_teacher(backbone=a.backbone, weights=a.weights, image_folder=a.images, out_path=a.out,
+                           size=a.size.upper(), iterations=a.iterations, batch_size=a.batch_size, device=a.device,
+                           progress=not a.quiet, image_size=(isz[0], isz[-1]), layers=tuple(a.layers),
+                           backbone_scale=a.backbone_scale, seed=a.seed)
+    print(json.dumps(meta, indent=2))
+    return 0
 
 
 def cmd_make_data(a) -> int:
-    from edgead.data.synthetic import main_make_data
+    from edgead.data.synthetic import make_large_train_split
 
-    return int(main_make_data(a) or 0)
+    out = make_large_train_split(a.out_dir, n_images=a.n_images, size=a.size, grey=not a.rgb, seed=a.seed,
+                                 workers=a.workers, progress=not a.quiet, n_test_good=a.n_test_good,
+                                 n_per_defect=a.n_per_defect)
+    print(f"dataset written to {out}")
+    return 0
 
 
 def cmd_demo(a) -> int:
@@ -140,10 +227,7 @@ def cmd_demo(a) -> int:
         print(f"edgead demo: MobileNetV2 weights {weights}")
         overrides["weights"] = weights
         # the recipe's normalisation is the Keras one of that file; a user file may differ
-        from edgead.models.backbones import default_normalization
-
-        mean, std = default_normalization("mobilenet_v2", weights)
-        overrides["mean"], overrides["std"] = list(mean), list(std)
+        overrides.update(_normalisation_overrides("mobilenet_v2", weights))
     else:
         print("edgead demo: no local MobileNetV2 weights (--weights, $EDGEAD_MOBILENET_WEIGHTS, ../shared/weights); "
               "trying torchvision's ImageNet download")
@@ -195,121 +279,168 @@ def cmd_demo(a) -> int:
 # ------------------------------------------------------------------------------------------------
 # parser
 # ------------------------------------------------------------------------------------------------
-def _add_distill_arguments(parser) -> None:
-    """Arguments of `edgead distill-teacher` (edgead.models.distill.cli_distill). Declared here: the parser must not import torch."""
-    parser.add_argument("--backbone", default="wide_resnet50_2", help="resnet18 | wide_resnet50_2 | mobilenet_v2")
-    parser.add_argument("--weights", default=None, help="backbone weights file (or 'imagenet' to download)")
-    parser.add_argument("--images", required=True, help="folder of images to distil on (ImageNet in the paper), searched recursively")
-    parser.add_argument("--out", required=True, help="output .safetensors (a .json sidecar is written next to it)")
-    parser.add_argument("--size", default="S", choices=["S", "M", "s", "m"], help="PDN size")
-    parser.add_argument("--iterations", type=int, default=60000)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--image-size", type=int, nargs="+", default=[256], help="PDN input size: H [W]")
-    parser.add_argument("--layers", nargs="+", default=["layer2", "layer3"])
-    parser.add_argument("--backbone-scale", type=float, default=2.0, help="backbone input = this x the PDN input size")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default (also None and False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" not in text and action.default is not argparse.SUPPRESS and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgead", description="Industrial visual anomaly detection: train, evaluate, deploy.")
+    p = argparse.ArgumentParser(prog="edgead", description="Industrial visual anomaly detection: train, evaluate, deploy.",
+                                formatter_class=_HelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    def common(sp, device=True):
-        if device:
-            sp.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1")
+    def verb(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
+
+    def torch_device(sp):
+        sp.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1")
+
+    def quiet(sp):
         sp.add_argument("--quiet", action="store_true", help="no progress bars / tables")
 
-    t = sub.add_parser("train", help="train a model from a recipe on an MVTec-layout category")
+    def tiling(sp):  # edgead.tiling: tiles of the full-resolution image, maps stitched at its size
+        sp.add_argument("--tile", type=_NON_NEGATIVE, default=None,
+                        help="tile size in pixels (None: the recipe's / artifact's tiling; 0: no tiling)")
+        sp.add_argument("--stride", type=_POSITIVE, default=None,
+                        help="tile stride in pixels, <= --tile (None: the stored stride, else the tile: no overlap)")
+
+    def scoring(sp, batch_size):
+        sp.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch",
+                        help="runtime.Detector backend that scores: torch (the trained model), onnxruntime "
+                             "(needs `edgead export`), tensorrt (engine built on this GPU when missing)")
+        sp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
+                        help="backend precision (None: fp32; fp16 for tensorrt)")
+        sp.add_argument("--batch-size", type=_POSITIVE, default=batch_size, help="images per backend call")
+        sp.add_argument("--device", default="auto",
+                        help="auto (torch: cuda if available; onnxruntime: cpu), cpu or cuda")
+
+    t = verb("train", "train a model from a recipe on an MVTec-layout category")
     t.add_argument("recipe", help="recipe YAML path, or a name in models/ (e.g. patchcore_mobilenet_v2)")
     t.add_argument("data", help="dataset category folder (train/good, test/...), or a root with --category")
-    t.add_argument("out", help="artifact directory to write")
-    t.add_argument("--category", help="category sub-folder of DATA")
-    t.add_argument("--weights", help="backbone weights file (overrides the recipe; mean/std follow the file)")
-    t.add_argument("--val-fraction", type=float, default=None, help="held-out fraction of train/good (default 0.1)")
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--coreset-ratio", type=float, default=None, help="PatchCore coreset ratio (overrides the recipe)")
-    t.add_argument("--image-size", type=int, default=None, help="square input size (overrides the recipe)")
-    common(t)
+    t.add_argument("out", help="artifact directory to write (checked before training)")
+    t.add_argument("--category", default=None, help="category sub-folder of DATA")
+    t.add_argument("--weights", default=None, help="backbone weights file (overrides the recipe; mean/std follow the file)")
+    t.add_argument("--val-fraction", type=_VAL_FRACTION, default=None,
+                   help="held-out fraction of train/good in [0, 1) (None: the recipe's, else 0.1)")
+    t.add_argument("--seed", type=int, default=None, help="validation split seed (None: the recipe's, else 0)")
+    t.add_argument("--coreset-ratio", type=_RATIO, default=None, help="PatchCore coreset ratio in (0, 1] (overrides the recipe)")
+    t.add_argument("--image-size", type=_POSITIVE, default=None, help="square input size (overrides the recipe)")
+    tiling(t)
+    torch_device(t)
+    quiet(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate an artifact on a test split (metrics, ROC/PRO plots, thresholds)")
-    e.add_argument("artifact")
-    e.add_argument("data")
-    e.add_argument("--out", help="report folder (default ARTIFACT/eval)")
-    e.add_argument("--category")
-    e.add_argument("--set-threshold", choices=["f1", "fpr"], help="activate the F1-optimal or FPR-0.5%% threshold")
-    common(e)
+    e = verb("eval", "evaluate an artifact on a test split (metrics, ROC/PRO plots, thresholds)")
+    e.add_argument("artifact", help="artifact directory")
+    e.add_argument("data", help="dataset category folder with test/ (and ground_truth/)")
+    e.add_argument("--out", default=None, help="report folder (None: ARTIFACT/eval)")
+    e.add_argument("--category", default=None, help="category sub-folder of DATA")
+    e.add_argument("--set-threshold", choices=["f1", "fpr"], default=None,
+                   help="activate the F1-optimal or FPR-0.5%% threshold in the artifact")
+    scoring(e, 16)
+    tiling(e)
+    quiet(e)
     e.set_defaults(func=cmd_eval)
 
-    pr = sub.add_parser("predict", help="score images: heatmaps, masks, scores.csv/results.json")
-    pr.add_argument("artifact")
+    pr = verb("predict", "score images: heatmaps, masks, scores.csv/results.json")
+    pr.add_argument("artifact", help="artifact directory")
     pr.add_argument("inputs", nargs="+", help="image files and/or folders")
-    pr.add_argument("--out", help="output folder (default ARTIFACT/predictions)")
-    common(pr)
+    pr.add_argument("--out", default=None, help="output folder (None: ARTIFACT/predictions)")
+    scoring(pr, 8)
+    tiling(pr)
+    quiet(pr)
     pr.set_defaults(func=cmd_predict)
 
-    ex = sub.add_parser("export", help="export an artifact to ONNX / a TensorRT engine")
-    ex.add_argument("artifact")
-    ex.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
+    ex = verb("export", "export an artifact to ONNX / a TensorRT engine")
+    ex.add_argument("artifact", help="artifact directory")
+    ex.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx", help="what to write")
     ex.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
-                    help="TensorRT precision (default fp16); for --format onnx: fp32 (default) or int8 "
+                    help="TensorRT precision (None: fp16); for --format onnx: fp32 (None) or int8 "
                          "(ONNX Runtime static quantization -> model.int8.onnx, needs --calibration)")
-    ex.add_argument("--dla-core", type=int, default=None, help="Jetson DLA core for TensorRT (GPU fallback on)")
-    ex.add_argument("--calibration", help="folder of normal images for INT8 calibration (required with --precision int8)")
-    ex.add_argument("--out", help="output path (default inside the artifact)")
+    ex.add_argument("--dla-core", type=_NON_NEGATIVE, default=None, help="Jetson DLA core for TensorRT (GPU fallback on)")
+    ex.add_argument("--calibration", default=None,
+                    help="folder of normal images for INT8 calibration (required with --precision int8)")
+    ex.add_argument("--out", default=None, help="output path (None: inside the artifact)")
     ex.set_defaults(func=cmd_export)
 
-    b = sub.add_parser("bench", help="latency / throughput of an artifact on a runtime backend")
-    b.add_argument("artifact")
-    b.add_argument("--backend", default="auto", help="tensorrt | onnxruntime | torch | auto")
-    b.add_argument("--batch-sizes", default="1,32", help="comma-separated batch sizes (default 1,32)")
-    b.add_argument("--iterations", type=int, default=50, help="timed calls per batch size")
-    b.add_argument("--warmup", type=int, default=3, help="untimed calls first")
-    b.add_argument("--threads", type=int, default=None, help="CPU threads per backend (default: the library's)")
-    b.add_argument("--device", default=None, help="cuda or cpu (default: cuda when usable)")
+    b = verb("bench", "latency / throughput of an artifact on runtime backends")
+    b.add_argument("artifact", nargs="+", help="artifact directories")
+    b.add_argument("--backend", default="all", help="all, or comma-separated names: tensorrt, onnxruntime, torch, auto")
+    b.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 32], help="comma-separated batch sizes, e.g. 1,32")
+    b.add_argument("--iterations", type=_POSITIVE, default=50, help="timed calls per batch size")
+    b.add_argument("--warmup", type=_NON_NEGATIVE, default=3, help="untimed calls first")
+    b.add_argument("--threads", type=_POSITIVE, default=None, help="CPU threads per backend (None: the library's)")
+    b.add_argument("--image-size", type=_POSITIVE, nargs="+", default=None,
+                   help="input image size H [W] (None: the model's input size)")
+    b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the backends run")
     b.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None, help="GPU precision")
-    b.add_argument("--out", help="report folder, or a .json path (a .md table is written beside it)")
+    b.add_argument("--out", default=".", help="report folder, or a .json path (a .md table is written beside it)")
     b.set_defaults(func=cmd_bench)
 
-    dt = sub.add_parser("distill-teacher", help="distil an EfficientAD/PUAD teacher PDN from a pretrained backbone")
-    _add_distill_arguments(dt)
+    dt = verb("distill-teacher", "distil an EfficientAD/PUAD teacher PDN from a pretrained backbone")
+    dt.add_argument("--backbone", default="wide_resnet50_2", help="resnet18 | wide_resnet50_2 | mobilenet_v2")
+    dt.add_argument("--weights", default=None, help="backbone weights file (or 'imagenet' to download)")
+    dt.add_argument("--images", required=True, help="folder of images to distil on (ImageNet in the paper), searched recursively")
+    dt.add_argument("--out", required=True, help="output .safetensors (a .json sidecar is written next to it)")
+    dt.add_argument("--size", default="S", choices=["S", "M", "s", "m"], help="PDN size")
+    dt.add_argument("--iterations", type=_POSITIVE, default=60000, help="training steps")
+    dt.add_argument("--batch-size", type=_POSITIVE, default=8, help="images per step")
+    dt.add_argument("--image-size", type=_POSITIVE, nargs="+", default=[256], help="PDN input size: H [W]")
+    dt.add_argument("--layers", nargs="+", default=["layer2", "layer3"], help="backbone layers to distil")
+    dt.add_argument("--backbone-scale", type=float, default=2.0, help="backbone input = this x the PDN input size")
+    dt.add_argument("--device", default="cpu", help="torch device")
+    dt.add_argument("--seed", type=int, default=0, help="random seed")
+    dt.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar")
     dt.set_defaults(func=cmd_distill)
 
-    md = sub.add_parser("make-data", help="generate a large synthetic SEM-like dataset (MVTec layout)")
-    try:
-        from edgead.data.synthetic import build_make_data_parser
-
-        build_make_data_parser(md)
-    except ImportError:  # pragma: no cover
-        md.add_argument("out_dir")
-        md.add_argument("--n-images", type=int, default=23888)
-        md.add_argument("--size", type=int, default=256)
+    md = verb("make-data", "generate a large synthetic SEM-like dataset (MVTec layout)")
+    md.add_argument("out_dir", help="output folder (created; re-running resumes)")
+    md.add_argument("--n-images", type=_POSITIVE, default=23888, help="train/good images (MIIC-sized)")
+    md.add_argument("--size", type=_POSITIVE, default=256, help="image side in pixels")
+    md.add_argument("--rgb", action="store_true", help="write 3-channel images (else grey)")
+    md.add_argument("--seed", type=int, default=0, help="random seed")
+    md.add_argument("--workers", type=_POSITIVE, default=max(1, min(8, os.cpu_count() or 1)), help="processes")
+    md.add_argument("--n-test-good", type=_NON_NEGATIVE, default=0, help="test/good images")
+    md.add_argument("--n-per-defect", type=_NON_NEGATIVE, default=0, help="test images per defect type, with masks")
+    md.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar")
     md.set_defaults(func=cmd_make_data)
 
-    d = sub.add_parser("demo", help="build the demo textures, train PatchCore + MobileNetV2, evaluate, report")
-    d.add_argument("--out", default="edgead-demo", help="working folder (default ./edgead-demo)")
-    d.add_argument("--weights", help=f"MobileNetV2 weights file (else ${MOBILENET_ENV}, ../shared/weights, torchvision download)")
+    d = verb("demo", "build the demo textures, train PatchCore + MobileNetV2, evaluate, report")
+    d.add_argument("--out", default="edgead-demo", help="working folder")
+    d.add_argument("--weights", default=None,
+                   help=f"MobileNetV2 weights file (None: ${MOBILENET_ENV}, ../shared/weights, torchvision download)")
     d.add_argument("--quick", action="store_true", help="fewer images (a smoke test, ~1 minute)")
-    common(d)
+    torch_device(d)
+    quiet(d)
     d.set_defaults(func=cmd_demo)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return int(args.func(args) or 0)
+    except MemoryError as e:
+        detail = f" ({e})" if str(e) else ""
+        print(f"edgead {args.command}: error: out of memory{detail}. Use smaller inputs or a smaller --batch-size, "
+              "or free memory (other processes, GPU)", file=sys.stderr)
+        return 1
     except (FileNotFoundError, ValueError, TypeError) as e:
         print(f"edgead {args.command}: error: {e}", file=sys.stderr)
         return 2
     except (RuntimeError, ImportError, OSError) as e:
         print(f"edgead {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # pragma: no cover
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"edgead {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

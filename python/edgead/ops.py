@@ -167,6 +167,78 @@ def knn(queries: Any, bank: Any, k: int = 1, bank_sq_norms: Any = None):
 # ----------------------------------------------------------------------------------------------
 
 
+class CoresetSelector:
+    """Resumable greedy k-center (farthest point) coreset selection: the same selection as
+    :func:`coreset`, computed in batches so a caller can show progress and stop between batches.
+
+    ``sel = CoresetSelector(features, n, start=0)`` checks ``features`` (same rules as :func:`coreset`;
+    NaN/inf -> ValueError) and selects ``start`` (``sel.selected == 1``). Each ``sel.step(k)`` selects the
+    next ``min(k, n - sel.selected)`` points and returns their indices (int64, on the input's device, a
+    view into ``sel.indices``); ``sel.done`` is True once ``n`` points are selected. Any split into
+    steps gives exactly the selection of ``coreset(features, n, start)``; ``sel.distances`` holds the
+    selection distances as ``coreset(..., return_distances=True)`` does (valid for the first
+    ``sel.selected`` entries). Interrupting between steps (Ctrl-C) leaves the selector usable: call
+    ``step`` again to continue.
+
+    The state is the per-point minimum squared distance to the selected set (``sel.min_d2``, float32
+    (N,), on the device) plus, on the CPU, the nearest centre's position (int32 (N,), used to skip
+    points exactly); both are owned by the selector. ``features`` must not be modified while
+    selecting (it is scanned for NaN/inf once, here). CUDA arrays run on the caller's current stream
+    at each call; ``step`` does not synchronise.
+
+    Example (progress)::
+
+        sel = CoresetSelector(x, n, start)
+        with tqdm(total=n, initial=1) as bar:
+            while not sel.done:
+                bar.update(len(sel.step(256)))
+        idx = sel.indices
+    """
+
+    def __init__(self, features: Any, n: int, start: int = 0):
+        op = "coreset"
+        n = _int_arg(op, "n", n)
+        start = _int_arg(op, "start", start)
+        arrs, on_cuda, _ = _prepare(op, features=features)
+        x = arrs["features"]
+        shape = tuple(int(s) for s in getattr(x, "shape", ()))
+        if len(shape) == 2 and n > shape[0] >= 1:
+            raise ValueError(f"{op}: argument 'n' expected n <= number of points N = {shape[0]}, got n = {n}")
+        if n < 1:
+            raise ValueError(f"{op}: argument 'n' expected n >= 1, got {n}")
+        npts = shape[0] if len(shape) == 2 else 0
+        self._x = x
+        self._on_cuda = on_cuda
+        self.n = n
+        self.indices = _arrays.empty_like_device(x, (n,), "int64")
+        self.distances = _arrays.empty_like_device(x, (n,), "float32")
+        self.min_d2 = _arrays.empty_like_device(x, (npts,), "float32")
+        self._assign = None if on_cuda else np.empty(npts, np.int32)
+        _C().coreset_init(x, start, self.min_d2, self._assign, self.indices, self.distances, self._stream())
+        self.selected = 1
+
+    def _stream(self) -> int:
+        return _arrays.current_stream(self._x) if self._on_cuda else 0
+
+    @property
+    def done(self) -> bool:
+        """True once all ``n`` points are selected."""
+        return self.selected >= self.n
+
+    def step(self, n_steps: int):
+        """Select the next ``min(n_steps, n - selected)`` points (n_steps >= 1); returns their indices
+        (int64, a view into ``self.indices`` on the input's device; empty once done)."""
+        n_steps = _int_arg("coreset", "n_steps", n_steps)
+        if n_steps < 1:
+            raise ValueError(f"coreset: argument 'n_steps' expected n_steps >= 1, got {n_steps}")
+        s0 = self.selected
+        s1 = min(self.n, s0 + n_steps)
+        if s1 > s0:
+            _C().coreset_step(self._x, s0, s1, self.min_d2, self._assign, self.indices, self.distances, self._stream())
+            self.selected = s1
+        return self.indices[s0:s1]
+
+
 def coreset(features: Any, n: int, start: int = 0, return_distances: bool = False):
     """Greedy k-center (farthest point) coreset selection, as in PatchCore.
 
@@ -179,6 +251,7 @@ def coreset(features: Any, n: int, start: int = 0, return_distances: bool = Fals
     Returns idx int64 (n,) in selection order on the input's device; with return_distances=True,
     (idx, dist float32 (n,)) where dist[s] is the L2 distance of idx[s] to the previously selected set
     at the time it was picked (non-increasing for s >= 1) and dist[0] = +inf.
+    For progress reporting or interruption, use :class:`CoresetSelector` (same selection, in steps).
     """
     op = "coreset"
     n = _int_arg(op, "n", n)

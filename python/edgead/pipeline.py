@@ -15,6 +15,12 @@ Recipes (YAML or dict)::
 
 Keys other than model/config/train at the top level are merged into `config` (flat recipes work).
 
+One scoring path: train (validation thresholds), evaluate and predict all score through
+edgead.runtime.Detector -- the torch backend around the just-trained model in train(), the backend
+named by `backend` ("torch" | "onnxruntime" | "tensorrt") for an artifact in evaluate()/predict().
+Pre-processing, post-processing, the resize back to the image, masks and labels are the Detector's,
+so the metrics `edgead eval` prints are those of what `Detector.load(..., backend)` deploys.
+
 Thresholds in the artifact (edgead.json "thresholds"):
     image, pixel   the ACTIVE thresholds used by predict(): set by train() from the validation normal
                    images (quantile `threshold_quantile` of their image scores / pixel scores);
@@ -31,7 +37,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["load_recipe", "train", "evaluate", "predict", "resolve_device", "TARGET_FPR"]
+__all__ = ["load_recipe", "train", "evaluate", "predict", "resolve_device", "load_detector", "model_detector",
+           "heatmap_overlay", "TARGET_FPR"]
 
 TARGET_FPR = 0.005
 _TRAIN_DEFAULTS = {"val_fraction": 0.1, "seed": 0, "threshold_quantile": 0.995}
@@ -106,65 +113,102 @@ def _dataset(data_root, category=None):
     return open_dataset(data_root, category=category)
 
 
-def score_items(model, items, device: str, progress: bool = True, desc: str = "scoring", batch_size: int = 16,
-                keep_maps: bool = True, tiling=None, native: bool = False):
-    """Predict Samples/paths with a torch AnomalyModel -> (scores (N,), maps (N,h,w) or None).
+def _check_train_params(tr: Dict[str, Any]) -> None:
+    """Validate the recipe's train section before any work (a bad value must not surface after the fit)."""
+    frac = tr.get("val_fraction")
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not (0.0 <= float(frac) < 1.0):
+        raise ValueError(f"val_fraction: expected a number in [0, 1), got {frac!r}")
+    q = tr.get("threshold_quantile")
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not (0.0 < float(q) <= 1.0):
+        raise ValueError(f"threshold_quantile: expected a number in (0, 1], got {q!r}")
+    seed = tr.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed: expected an int, got {seed!r}")
 
-    tiling (edgead.tiling.Tiling or dict): tiled inference, maps stitched at each image's size (a list
-    when sizes differ). native: maps brought to each image's size (bilinear) also without tiling."""
-    import torch
 
-    if tiling is not None or native:
-        return _score_native(model, items, device, progress, desc, batch_size, tiling)
-    from edgead.data.datasets import iter_batches
+def _writable_parent(path: str, arg: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{arg}: cannot create '{path}': '{parent}' is not a writable directory")
 
-    scores, maps = [], []
-    with torch.no_grad():
-        for batch, _ in iter_batches(items, model.preprocessing(), batch_size=batch_size, progress=progress, desc=desc):
-            s, m = model.predict(torch.from_numpy(batch).to(device))
-            scores.append(s.float().cpu().numpy())
-            if keep_maps:
-                maps.append(m.float().cpu().numpy())
-    if not scores:
-        return np.zeros(0, np.float32), (np.zeros((0, 0, 0), np.float32) if keep_maps else None)
-    return np.concatenate(scores), (np.concatenate(maps) if keep_maps else None)
+
+def _check_artifact_target(out_dir) -> str:
+    """The artifact directory train() will write: checked before training (save_artifact re-checks it)."""
+    from edgead.artifact import META_FILE
+
+    path = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ValueError(f"out_dir: '{path}' exists and is not a directory; refusing to replace it")
+        if os.listdir(path) and not os.path.isfile(os.path.join(path, META_FILE)):
+            raise ValueError(f"out_dir: '{path}' is a non-empty directory that is not an edgead artifact; "
+                             "refusing to replace it")
+    _writable_parent(path, "out_dir")
+    return path
+
+
+def _prepare_out_dir(out_dir, arg: str = "out_dir") -> str:
+    """Create the report folder before any work, so that a bad --out fails first and changes nothing."""
+    path = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{arg}: '{path}' exists and is not a directory")
+    _writable_parent(path, arg)
+    os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{arg}: '{path}' is not writable")
+    return path
+
+
+def _runtime_device(device: Optional[str], backend: str) -> Optional[str]:
+    """The pipeline's device spec ('auto', 'cpu', 'cuda', 'cuda:0') -> the Detector's (None, 'cpu', 'cuda')."""
+    if backend == "torch":
+        device = resolve_device(device)
+    elif device in (None, "auto"):
+        return None
+    return "cuda" if str(device).startswith("cuda") else str(device)
+
+
+def model_detector(model, device: str = "cpu", thresholds: Optional[Dict[str, Any]] = None,
+                   statistics: Optional[Dict[str, Any]] = None, batch_size: Optional[int] = None, tiling=None):
+    """A runtime.Detector around an in-memory torch model (torch backend), e.g. one just trained and not saved yet.
+    tiling: the recipe's tiling dict (edgead.tiling), stored like edgead.json's "tiling"."""
+    from edgead.artifact import Artifact
+    from edgead.runtime import Detector
+    from edgead.runtime.backends import TorchBackend
+
+    tensors = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+               for k, v in model.artifact_tensors().items()}
+    art = Artifact(path=None, model_type=model.model_type, config=dict(model.artifact_config()),
+                   preprocessing=model.preprocessing().to_dict(), tensors=tensors,
+                   thresholds=dict(thresholds or {}), statistics=dict(statistics or {}),
+                   meta={"tiling": tiling} if tiling else {})
+    dev = "cuda" if str(device).startswith("cuda") else "cpu"
+    return Detector(art, TorchBackend(device=dev, model=model), batch_size=batch_size)
+
+
+def load_detector(artifact_dir, backend: str = "torch", device: Optional[str] = "auto", precision: Optional[str] = None,
+                  batch_size: Optional[int] = None, tile=None, stride=None):
+    """runtime.Detector.load for the pipeline: device 'auto' resolved, and for TensorRT the engine built on
+    this GPU first when the artifact has none (the runtime itself never builds)."""
+    from edgead.runtime import BACKENDS, Detector
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    artifact_dir = os.fspath(artifact_dir)
+    kwargs: Dict[str, Any] = {}
+    if backend == "tensorrt":
+        from edgead.export.tensorrt import find_or_build_engine
+
+        precision = precision or "fp16"
+        kwargs["engine"] = find_or_build_engine(artifact_dir, precision=precision)
+    return Detector.load(artifact_dir, backend=backend, device=_runtime_device(device, backend), precision=precision,
+                         batch_size=batch_size, tile=tile, stride=stride, **kwargs)
 
 
 def _ravel(a) -> np.ndarray:
     return a.ravel() if isinstance(a, np.ndarray) else np.concatenate([np.asarray(m).ravel() for m in a])
-
-
-def _score_native(model, items, device, progress, desc, batch_size, tiling):
-    """score_items at each image's own resolution: tiled (edgead.tiling) or whole-image + bilinear resize."""
-    import cv2
-    import torch
-    from tqdm.auto import tqdm
-
-    from edgead.data.io import read_image
-    from edgead.tiling import Tiling, tiled_predict
-
-    pre = model.preprocessing()
-    t = Tiling.from_config(tiling) if not isinstance(tiling, Tiling) else tiling
-
-    def infer(tiles):
-        with torch.no_grad():
-            s, m = model.predict(torch.from_numpy(pre.batch(tiles)).to(device))
-        return s.float().cpu().numpy(), m.float().cpu().numpy()
-
-    scores, maps = [], []
-    for it in tqdm(list(items), desc=desc, unit="img", disable=not progress):
-        img = read_image(os.fspath(getattr(it, "path", it)))
-        if t is not None:
-            sc, m = tiled_predict(img, t, infer, chunk=batch_size)
-        else:
-            s, m = infer([img])
-            sc, m = float(s[0]), m[0]
-            if m.shape != img.shape[:2]:
-                m = cv2.resize(m, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-        scores.append(sc)
-        maps.append(np.ascontiguousarray(m, np.float32))
-    same = len({m.shape for m in maps}) <= 1
-    return np.asarray(scores, np.float32), (np.stack(maps) if same and maps else maps)
 
 
 def _tiled_training_items(recipe, train_s, val_s, seed: int):
@@ -186,19 +230,19 @@ def train(config, data_root, out_dir, category: Optional[str] = None, device: st
     """Fit the recipe's model on train/good of `data_root` (minus a validation split), calibrate
     thresholds on the validation images, save the artifact to `out_dir`; returns its path."""
     from edgead.artifact import save_artifact
-    from edgead.data.datasets import ImageFolder
+    from edgead.data.datasets import ImageFolder, split_samples
     from edgead.models import get_model_class
 
     recipe = load_recipe(config, overrides)
+    tr = recipe["train"]
+    _check_train_params(tr)
+    _check_artifact_target(out_dir)
     dev = resolve_device(device)
     ds = _dataset(data_root, category)
-    tr = recipe["train"]
     frac = float(tr["val_fraction"])
     if isinstance(ds, ImageFolder):
         samples = ds.samples()
-        from edgead.data.datasets import _split_validation
-
-        train_s, val_s = _split_validation(samples, frac, int(tr["seed"])) if frac > 0 else (samples, [])
+        train_s, val_s = split_samples(samples, frac, int(tr["seed"])) if frac > 0 else (samples, [])
     elif frac > 0:
         train_s, val_s = ds.split_validation(frac, int(tr["seed"]))
     else:
@@ -217,7 +261,8 @@ def train(config, data_root, out_dir, category: Optional[str] = None, device: st
     thresholds: Dict[str, Any] = {"candidates": {}}
     if val_s:
         q = float(tr["threshold_quantile"])
-        vs, vm = score_items(model, val_s, dev, progress, "validation", tiling=recipe["tiling"])
+        vs, vm = model_detector(model, dev, batch_size=16, tiling=recipe["tiling"]).score_files(
+            val_s, progress, "validation", native=recipe["tiling"] is not None)
         rng = np.random.default_rng(0)
         pix = np.concatenate([m.reshape(-1) for m in vm])
         if pix.size > 2_000_000:
@@ -313,19 +358,22 @@ def _plot_curves(out_dir, scores, labels, maps, masks, m) -> Dict[str, str]:
 
 
 def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: Optional[str] = None,
-             set_threshold: Optional[str] = None, progress: bool = True, tile=None, stride=None) -> Dict[str, Any]:
-    """Score the test split, compute metrics, write metrics.json, scores.csv, roc.png, pro.png into
-    `out_dir`; store F1-optimal and FPR-0.5% thresholds as candidates in the artifact (activated only
-    with set_threshold="f1" or "fpr")."""
+             set_threshold: Optional[str] = None, progress: bool = True, backend: str = "torch",
+             precision: Optional[str] = None, batch_size: int = 16, tile=None, stride=None) -> Dict[str, Any]:
+    """Score the test split through runtime.Detector on `backend`, compute metrics, write metrics.json,
+    scores.csv, roc.png, pro.png into `out_dir`; store F1-optimal and FPR-0.5% thresholds as candidates
+    in the artifact (activated only with set_threshold="f1" or "fpr").
+
+    Order: arguments and `out_dir` are checked first, the artifact's edgead.json is written last, so a
+    failed evaluation changes no threshold."""
     from edgead.artifact import read_meta, update_meta
     from edgead.data.datasets import load_mask
-    from edgead.models import load_model
-    from edgead.tiling import resolve_tiling
 
     if set_threshold not in (None, "f1", "fpr"):
         raise ValueError(f"set_threshold: expected None, 'f1' or 'fpr', got {set_threshold!r}")
-    dev = resolve_device(device)
-    model = load_model(os.fspath(artifact_dir), device=dev)
+    out_dir = _prepare_out_dir(out_dir, "out_dir")
+    det = load_detector(artifact_dir, backend=backend, device=device, precision=precision, batch_size=batch_size,
+                        tile=tile, stride=stride)
     ds = _dataset(data_root, category)
     if not hasattr(ds, "test_samples"):
         raise ValueError(f"evaluate: {data_root} has no test split (expected an MVTec-layout category)")
@@ -333,8 +381,7 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
     if not test:
         raise ValueError(f"evaluate: no test images under {data_root}")
     t0 = time.time()
-    tiling = resolve_tiling(read_meta(os.fspath(artifact_dir)), tile, stride)
-    scores, maps = score_items(model, test, dev, progress, "evaluating", tiling=tiling, native=True)
+    scores, maps = det.score_files(test, progress, "evaluating", native=True)
     secs = time.time() - t0
     labels = np.array([int(s.label) for s in test])
     # native resolution: every mask at its image's size, next to a map of that size (nothing resized)
@@ -369,9 +416,7 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
         th["image"] = cand[f"image_fpr{TARGET_FPR:g}"]
         th["pixel"] = cand.get(f"pixel_fpr{TARGET_FPR:g}", th.get("pixel"))
         th["source"] = f"test normal images at FPR {TARGET_FPR:g} (edgead eval --set-threshold fpr)"
-    update_meta(os.fspath(artifact_dir), thresholds=th)
 
-    os.makedirs(out_dir, exist_ok=True)
     files = _plot_curves(out_dir, scores, labels, maps if has_masks else None, masks if has_masks else None, m)
     with open(os.path.join(out_dir, "scores.csv"), "w", newline="") as f:
         wr = csv.writer(f)
@@ -380,13 +425,15 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
             wr.writerow([s.path, int(s.label), s.defect_type, f"{float(sc):.6g}"])
     report = {
         "artifact": os.path.abspath(os.fspath(artifact_dir)), "data_root": os.path.abspath(os.fspath(data_root)),
-        "model_type": model.model_type, "n_test": int(len(test)), "n_anomalous": int(labels.sum()),
-        "device": dev, "seconds": round(secs, 2), "ms_per_image": round(1000 * secs / len(test), 2),
+        "model_type": det.model_type, "n_test": int(len(test)), "n_anomalous": int(labels.sum()),
+        "backend": det.backend.name, "device": det.backend.device, "precision": det.backend.precision,
+        "seconds": round(secs, 2), "ms_per_image": round(1000 * secs / len(test), 2),
         "metrics": _json_safe(m), "threshold_candidates": cand, "active_thresholds": {k: th.get(k) for k in ("image", "pixel")},
         "files": files,
     }
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(report, f, indent=2)
+    update_meta(os.fspath(artifact_dir), thresholds=th)  # last: a failure above leaves the artifact as it was
     if progress:
         rows = [(k, _fmt(m.get(k))) for k in ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap",
                                               "pixel_f1_max", "aupro") if k in m]
@@ -440,39 +487,35 @@ def heatmap_overlay(image: np.ndarray, amap: np.ndarray, lo: float, hi: float, a
     return (alpha * heat + (1 - alpha) * img).astype(np.uint8)
 
 
-def predict(artifact_dir, inputs, out_dir, device: str = "auto", progress: bool = True,
-            batch_size: int = 8) -> List[Dict[str, Any]]:
-    """Score images; write <stem>_heatmap.png, <stem>_mask.png, scores.csv and results.json to `out_dir`."""
-    import cv2
-    import torch
+def predict(artifact_dir, inputs, out_dir, device: str = "auto", progress: bool = True, batch_size: int = 8,
+            backend: str = "torch", precision: Optional[str] = None, tile=None, stride=None) -> List[Dict[str, Any]]:
+    """Score images through runtime.Detector on `backend`; write <stem>_heatmap.png, <stem>_mask.png,
+    scores.csv and results.json to `out_dir`. Maps, masks (map >= pixel threshold) and labels
+    (score >= image threshold) are the Detector's, at each image's own size. tile / stride override
+    the artifact's tiling (edgead.tiling; tile=0: off)."""
+    from tqdm.auto import tqdm
 
-    from edgead.artifact import load_artifact
     from edgead.data.io import read_image, write_image
-    from edgead.models import get_model_class
 
-    dev = resolve_device(device)
-    art = load_artifact(os.fspath(artifact_dir))
-    model = get_model_class(art.model_type).from_artifact(art).to(dev).eval()
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
     paths = _input_paths(inputs)
     if not paths:
         raise ValueError(f"predict: no images found in {inputs}")
-    th = art.thresholds or {}
-    t_img, t_pix = th.get("image"), th.get("pixel")
-    vp = (art.statistics or {}).get("val_pixel") or {}
+    out_dir = _prepare_out_dir(out_dir, "out_dir")
+    det = load_detector(artifact_dir, backend=backend, device=device, precision=precision, batch_size=batch_size,
+                        tile=tile, stride=stride)
+    t_img, t_pix = det.image_threshold, det.pixel_threshold
+    vp = (det.artifact.statistics or {}).get("val_pixel") or {}
     lo = float(vp.get("q50", 0.0)) if vp else None
-    os.makedirs(out_dir, exist_ok=True)
     results = []
     used = set()
-    from edgead.data.datasets import iter_batches
-
-    with torch.no_grad():
-        for batch, items in iter_batches(paths, model.preprocessing(), batch_size=batch_size, progress=progress, desc="predicting"):
-            s, maps = model.predict(torch.from_numpy(batch).to(dev))
-            s, maps = s.float().cpu().numpy(), maps.float().cpu().numpy()
-            for p, sc, amap in zip(items, s, maps):
-                img = read_image(p)
-                H, W = img.shape[:2]
-                full = cv2.resize(amap, (W, H), interpolation=cv2.INTER_LINEAR) if amap.shape != (H, W) else amap
+    with tqdm(total=len(paths), desc="predicting", unit="img", disable=not progress) as bar:
+        for i in range(0, len(paths), int(batch_size)):
+            chunk = paths[i : i + int(batch_size)]
+            imgs = [read_image(p) for p in chunk]
+            for p, img, r in zip(chunk, imgs, det(imgs)):
+                full = r.anomaly_map
                 stem = os.path.splitext(os.path.basename(p))[0]
                 base, k = stem, 1
                 while stem in used:
@@ -480,23 +523,24 @@ def predict(artifact_dir, inputs, out_dir, device: str = "auto", progress: bool 
                 used.add(stem)
                 a_lo = lo if lo is not None else float(full.min())
                 a_hi = 1.5 * float(t_pix) if t_pix is not None else float(full.max())
-                write_image(os.path.join(out_dir, f"{stem}_heatmap.png"), heatmap_overlay(img, full, a_lo, max(a_hi, a_lo + 1e-6)))
-                r = {"path": os.path.abspath(p), "score": float(sc), "heatmap": os.path.join(out_dir, f"{stem}_heatmap.png")}
-                if t_pix is not None:
-                    mask = full >= float(t_pix)
-                    write_image(os.path.join(out_dir, f"{stem}_mask.png"), (mask * 255).astype(np.uint8))
-                    r["mask"] = os.path.join(out_dir, f"{stem}_mask.png")
-                    r["defect_pixels"] = int(mask.sum())
-                r["anomalous"] = bool(sc >= float(t_img)) if t_img is not None else None
-                results.append(r)
+                heat = os.path.join(out_dir, f"{stem}_heatmap.png")
+                write_image(heat, heatmap_overlay(img, full, a_lo, max(a_hi, a_lo + 1e-6)))
+                row = {"path": os.path.abspath(p), "score": r.score, "heatmap": heat}
+                if r.mask is not None:
+                    row["mask"] = os.path.join(out_dir, f"{stem}_mask.png")
+                    write_image(row["mask"], (r.mask * 255).astype(np.uint8))
+                    row["defect_pixels"] = int(r.mask.sum())
+                row["anomalous"] = r.label
+                results.append(row)
+            bar.update(len(chunk))
     with open(os.path.join(out_dir, "scores.csv"), "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(["path", "score", "anomalous"])
         for r in results:
             wr.writerow([r["path"], f"{r['score']:.6g}", r["anomalous"]])
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"artifact": os.path.abspath(os.fspath(artifact_dir)), "image_threshold": t_img,
-                   "pixel_threshold": t_pix, "results": results}, f, indent=2)
+        json.dump({"artifact": os.path.abspath(os.fspath(artifact_dir)), "backend": det.backend.name,
+                   "image_threshold": t_img, "pixel_threshold": t_pix, "results": results}, f, indent=2)
     if progress:
         n_bad = sum(1 for r in results if r["anomalous"])
         _print_table("edgead predict", [("images", len(results)), ("anomalous", n_bad if t_img is not None else "n/a (no threshold)"),

@@ -42,6 +42,7 @@ __all__ = [
     "ImageFolder",
     "open_dataset",
     "iter_batches",
+    "split_samples",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -115,6 +116,11 @@ def _split_validation(train: List[Sample], fraction: float, seed: int) -> Tuple[
     tr = [s for i, s in enumerate(train) if i not in val_idx]
     va = [s for i, s in enumerate(train) if i in val_idx]
     return tr, va
+
+
+def split_samples(samples: List[Sample], fraction: float, seed: int) -> Tuple[List[Sample], List[Sample]]:
+    """(train, validation) split of a list of good samples, as ``split_validation`` of the datasets does."""
+    return _split_validation(samples, fraction, seed)
 
 
 class _Dataset:

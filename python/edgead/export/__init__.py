@@ -2,15 +2,17 @@
 quantization (edgead.export.quantize) and TensorRT engines (edgead.export.tensorrt).
 
 ``edgead export <artifact> [--format onnx|tensorrt] [--precision fp32|fp16|int8] [--dla-core N]
-[--out PATH] [--calibration DIR]`` calls :func:`cli_export`. ``--format onnx --precision int8
+[--out PATH] [--calibration DIR]`` calls :func:`export_artifact`. ``--format onnx --precision int8
 --calibration DIR`` writes ``model.int8.onnx`` (QDQ, per-channel weights) for the ONNX Runtime CPU backend.
 """
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Optional
 
-__all__ = ["export_onnx", "quantize_onnx", "build_engine", "cli_export"]
+__all__ = ["export_onnx", "quantize_onnx", "build_engine", "export_artifact", "FORMATS"]
+
+FORMATS = ("onnx", "tensorrt")
 
 
 def export_onnx(artifact_dir: str, out=None, opset: int = 17, **kwargs) -> str:
@@ -34,23 +36,21 @@ def build_engine(onnx_path: str, **kwargs) -> str:
     return _build(onnx_path, **kwargs)
 
 
-def _get(args: Any, name: str, default=None):
-    v = getattr(args, name, default)
-    return default if v is None else v
+def export_artifact(artifact: str, format: str = "onnx", precision: Optional[str] = None, dla_core: Optional[int] = None,
+                    out: Optional[str] = None, calibration: Optional[str] = None, verbose: bool = True) -> str:
+    """Export an artifact (what `edgead export` runs); returns the written path.
 
+    format "onnx": precision None/"fp32" -> the fp32 graph; "int8" -> model.int8.onnx (ONNX Runtime static
+    quantization, needs `calibration`, a folder of normal images; the fp32 graph is exported first when
+    missing). format "tensorrt": precision "fp32" | "fp16" (default) | "int8" (needs `calibration`), optional
+    Jetson `dla_core`; `out` is the engine cache folder (default <artifact>/engines).
+    """
+    from edgead.artifact import export_file, read_meta
 
-def cli_export(args: Any) -> int:
-    """`edgead export`: args.artifact, args.format ('onnx' | 'tensorrt'), args.precision, args.dla_core,
-    args.out, args.calibration (image directory for int8). Prints the written path; returns 0."""
-    artifact = args.artifact
-    fmt = _get(args, "format", "onnx")
-    precision = _get(args, "precision", None)
-    dla_core = getattr(args, "dla_core", None)
-    out = getattr(args, "out", None)
-    calibration = getattr(args, "calibration", None)
-    if fmt not in ("onnx", "tensorrt"):
-        raise ValueError(f"edgead export: --format expected 'onnx' or 'tensorrt', got {fmt!r}")
-    if fmt == "onnx":
+    if format not in FORMATS:
+        raise ValueError(f"edgead export: --format expected one of {FORMATS}, got {format!r}")
+    say = print if verbose else (lambda *a, **k: None)
+    if format == "onnx":
         if precision not in (None, "fp32", "int8"):
             raise ValueError("edgead export: ONNX graphs are fp32 or int8 (ONNX Runtime static quantization); "
                              "--precision fp16 applies to --format tensorrt")
@@ -59,38 +59,28 @@ def cli_export(args: Any) -> int:
         if precision == "int8":
             if calibration is None:
                 raise ValueError("edgead export: --precision int8 needs --calibration DIR (images of normal parts)")
-            from edgead.artifact import read_meta
-            from edgead.runtime.detector import onnx_file
-
-            src = onnx_file(read_meta(artifact), os.path.abspath(artifact))
-            if not os.path.isfile(src):
-                print(f"no ONNX export in {artifact}: exporting it first")
+            if not os.path.isfile(export_file(read_meta(artifact), os.path.abspath(artifact), "onnx")):
+                say(f"no ONNX export in {artifact}: exporting it first")
                 export_onnx(artifact)
             path = quantize_onnx(artifact, calibration, out=out)
             ver = read_meta(artifact)["exports"]["onnx_int8"].get("verification") or {}
-            print(f"int8 ONNX graph written to {path} (QDQ, per-channel; max |int8 - fp32| / max|fp32| on "
-                  f"{ver.get('images')} calibration images: {ver.get('max_rel_diff', float('nan')):.3g})")
-            return 0
+            say(f"int8 ONNX graph written to {path} (QDQ, per-channel; max |int8 - fp32| / max|fp32| on "
+                f"{ver.get('images')} calibration images: {ver.get('max_rel_diff', float('nan')):.3g})")
+            return path
         if calibration is not None:
             raise ValueError("edgead export: --calibration applies to --precision int8 (or --format tensorrt)")
         path = export_onnx(artifact, out=out)
-        print(f"ONNX graph written to {path} (verified against torch with ONNX Runtime)")
-        return 0
-    from edgead.artifact import read_meta
-    from edgead.runtime.detector import onnx_file
-
-    meta = read_meta(artifact)
-    onnx_path = onnx_file(meta, os.path.abspath(artifact))
+        say(f"ONNX graph written to {path} (verified against torch with ONNX Runtime)")
+        return path
+    onnx_path = export_file(read_meta(artifact), os.path.abspath(artifact), "onnx")
     if not os.path.isfile(onnx_path):
-        print(f"no ONNX export in {artifact}: exporting it first")
+        say(f"no ONNX export in {artifact}: exporting it first")
         onnx_path = export_onnx(artifact)
     precision = precision or "fp16"
     if precision == "int8" and calibration is None:
         raise ValueError("edgead export: --precision int8 needs --calibration DIR (images of normal parts)")
-    kwargs = {}
-    if out:
-        kwargs["cache_dir"] = out
+    kwargs = {"cache_dir": out} if out else {}
     path = build_engine(onnx_path, precision=precision, dla_core=dla_core, calibration_images=calibration,
                         artifact_dir=os.path.abspath(artifact), **kwargs)
-    print(f"TensorRT engine written to {path}")
-    return 0
+    say(f"TensorRT engine written to {path}")
+    return path

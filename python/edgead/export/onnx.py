@@ -28,9 +28,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgead.artifact import read_meta, record_export
+from edgead.artifact import ONNX_FILE, read_meta, record_export
 
-ONNX_FILE = "model.onnx"
 RTOL = 1e-4
 ATOL_REL = 1e-4
 

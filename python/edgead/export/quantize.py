@@ -37,19 +37,12 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from edgead.artifact import _sha256, read_meta, record_export
+from edgead.artifact import INT8_ONNX_FILE, export_file, read_meta, record_export, sha256_file
 
-INT8_ONNX_FILE = "model.int8.onnx"
 DEFAULT_OP_TYPES = ("Conv", "Relu")
 EXPORT_KEY = "onnx_int8"
 
-__all__ = ["quantize_onnx", "ArrayCalibrationReader", "int8_onnx_file", "INT8_ONNX_FILE", "EXPORT_KEY"]
-
-
-def int8_onnx_file(meta: Dict[str, Any], artifact_dir: str) -> str:
-    """Path of the artifact's int8 ONNX graph (meta['exports']['onnx_int8']['file'], default model.int8.onnx)."""
-    rel = ((meta.get("exports") or {}).get(EXPORT_KEY) or {}).get("file", INT8_ONNX_FILE)
-    return rel if os.path.isabs(rel) else os.path.join(artifact_dir, rel)
+__all__ = ["quantize_onnx", "ArrayCalibrationReader", "INT8_ONNX_FILE", "EXPORT_KEY"]
 
 
 def _reader_base():
@@ -173,15 +166,13 @@ def quantize_onnx(
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from edgead.runtime.detector import onnx_file
-
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     if calibrate_method not in methods:
         raise ValueError(f"quantize_onnx: argument 'calibrate_method' expected one of {sorted(methods)}, got {calibrate_method!r}")
     artifact_dir = os.path.abspath(artifact_dir)
     meta = read_meta(artifact_dir)
-    src = onnx_file(meta, artifact_dir)
+    src = export_file(meta, artifact_dir, "onnx")
     if not os.path.isfile(src):
         raise FileNotFoundError(f"quantize_onnx: no fp32 ONNX export ({src}); run `edgead export {artifact_dir}` first")
     data, calib_src = _calibration_data(calibration, meta, int(limit))
@@ -231,7 +222,7 @@ def quantize_onnx(
         raise
 
     record_export(artifact_dir, EXPORT_KEY, path, {
-        "source_onnx_sha256": _sha256(src),
+        "source_onnx_sha256": sha256_file(src),
         "format": "QDQ",
         "activation_type": "uint8",
         "weight_type": "int8",

@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from edgead.artifact import _sha256, read_meta
+from edgead.artifact import ENGINES_DIR, export_file, read_meta, sha256_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -60,9 +60,9 @@ def tensorrt_available() -> bool:
 
 
 def _import_trt():
-    from edgead.runtime.backends import _import_tensorrt
+    from edgead.runtime.backends import import_tensorrt
 
-    return _import_tensorrt()
+    return import_tensorrt()
 
 
 def _slug(s: str) -> str:
@@ -207,14 +207,14 @@ def build_engine(
     from edgead.runtime.backends import cuda_device_info
 
     artifact_dir = os.path.abspath(artifact_dir or os.path.dirname(os.path.abspath(onnx_path)))
-    cache_dir = cache_dir or os.path.join(artifact_dir, "engines")
+    cache_dir = cache_dir or os.path.join(artifact_dir, ENGINES_DIR)
     os.makedirs(cache_dir, exist_ok=True)
     if dla_core is not None:
         min_b = opt_b = max_b = int(dla_batch)
     else:
         min_b, max_b = 1, int(max_batch)
         opt_b = int(opt_batch or min(8, max_b))
-    onnx_sha = _sha256(onnx_path)
+    onnx_sha = sha256_file(onnx_path)
     key = engine_key(onnx_sha, precision, cuda_device_info(0), trt.__version__, dla_core, min_b, opt_b, max_b)
     base = os.path.join(cache_dir, _engine_name(key))
     engine_path, key_path = base + ".engine", base + ".json"
@@ -294,10 +294,8 @@ def build_engine(
 
 def find_or_build_engine(artifact_dir: str, precision: str = "fp16", **kwargs) -> str:  # pragma: no cover - GPU
     """The artifact's cached engine for this GPU / TensorRT / precision, built from its ONNX graph if missing."""
-    from edgead.runtime.detector import onnx_file
-
     meta = read_meta(artifact_dir)
-    onnx_path = onnx_file(meta, os.path.abspath(artifact_dir))
+    onnx_path = export_file(meta, os.path.abspath(artifact_dir), "onnx")
     if not os.path.isfile(onnx_path):
         raise FileNotFoundError(
             f"artifact '{artifact_dir}' has no ONNX export: run `edgead export {artifact_dir}` "

@@ -109,6 +109,31 @@ def softmask_torch(pred: torch.Tensor, features: torch.Tensor, eps: float = 1e-1
     return features * soft
 
 
+@torch.library.custom_op("edgead::softmask_apply", mutates_args=())
+def softmask_op(pred: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """torch op over the edgead._C soft-mask kernel (CPU, and CUDA on torch's current stream): hands the
+    tensors' memory (NumPy view / __cuda_array_interface__) to edgead.ops.softmask_apply; no libtorch link."""
+    from edgead import ops
+
+    return ops.softmask_apply(pred.contiguous(), features.contiguous())
+
+
+@softmask_op.register_fake
+def _softmask_op_fake(pred: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(features, memory_format=torch.contiguous_format)
+
+
+def softmask_inference(pred: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """The soft mask of the inference forward: the edgead._C kernel (softmask_op) when running, the plain
+    torch ops (softmask_torch, same definition) when the graph is being exported / traced or a gradient is
+    needed, since ONNX and autograd see through those and not through the custom op."""
+    exporting = torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting()
+    needs_grad = torch.is_grad_enabled() and (pred.requires_grad or features.requires_grad)
+    if exporting or needs_grad or pred.dtype != features.dtype or features.dtype not in (torch.float32, torch.float16):
+        return softmask_torch(pred, features)
+    return softmask_op(pred, features)
+
+
 def _softmask_reference() -> Callable:
     """ops_reference.softmask_apply_reference (differentiable torch) when it exists, else ours."""
     try:
@@ -379,14 +404,15 @@ class FADeR(AnomalyModel):
         return self.mlp(src)
 
     def reconstruct(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Inference path (plain torch, exported as is): mask -> obfuscate -> [soft mask] -> U-Net."""
+        """Inference path: mask -> obfuscate -> [soft mask] -> U-Net. The soft mask runs the edgead._C kernel
+        (softmask_inference); the exported graph gets the same definition in plain torch ops."""
         if mask is None:
             mask = self.compute_mask(x)
         elif mask.dim() == 3:
             mask = mask.unsqueeze(1)
         xo = self.obfuscate(x, mask)
         pred = self.predict_token_error(xo) if self.mlp is not None else None
-        return self.unet(xo, pred, softmask_torch)
+        return self.unet(xo, pred, softmask_inference)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.reconstruct(x, mask)

@@ -12,6 +12,17 @@ Embedding (the part that is exported, `PatchEmbedder`):
        to ONNX/TensorRT as one MatMul. embedding_dim None (or >= C) keeps all C channels.
     -> embeddings (B, N, D), N = grid_h * grid_w patches in row-major order.
 
+Layers: any backbone stages (edgead.models.backbones), e.g. MobileNetV2 layer1 = features[3] (24 ch, 1/4),
+layer2 = features[6] (1/8), layer3 = features[13] (1/16). The patch grid is that of the FIRST listed layer:
+[layer1, layer2, layer3] scores on a 1/4-scale grid; [layer2, layer1, layer3] keeps the 1/4-scale features
+(averaged 2x2 by the bilinear resize) on a 1/8-scale grid, at a quarter of the kNN cost.
+
+Bounded fit (both off by default): `coreset_candidates` N_c keeps a seeded uniform random sample of N_c
+patch embeddings while embedding (reservoir sampling: memory N_c rows however many images), and the
+greedy coreset runs on that sample only (an approximate selection, explicitly opted into);
+`bank_max_size` caps the bank at that many rows (bank = min(coreset_ratio * rows seen by the greedy,
+bank_max_size)). The greedy cost is rows x bank x coreset_dim, so these two bound the fit time.
+
 Memory bank (fit): embeddings of all training images (float32, or float16 when they would take more
 than `max_feature_bytes`), Johnson-Lindenstrauss projection to `coreset_dim` dims (seeded Gaussian
 matrix / sqrt(coreset_dim)), greedy k-center coreset of `coreset_ratio` * N rows via edgead.ops.coreset
@@ -175,12 +186,35 @@ def _knn(queries, bank, k=1):
     return d, i
 
 
-def _coreset(features, n: int, seed: int):
+#: the coreset progress bar appears only for selections running longer than this (seconds)
+CORESET_PROGRESS_DELAY_S = 2.0
+
+
+def _coreset(features, n: int, seed: int, progress: bool = False):
+    """Greedy coreset (edgead.ops.CoresetSelector: exactly ops.coreset's selection for the seed's start),
+    in steps sized to ~0.25 s each, with a tqdm bar (rate, ETA) shown once the selection has run for
+    CORESET_PROGRESS_DELAY_S. Ctrl-C stops between steps (KeyboardInterrupt; nothing is written)."""
+    import time as _time
+
+    from tqdm.auto import tqdm
+
     from edgead import ops
 
     start = int(np.random.default_rng(seed).integers(features.shape[0]))
-    idx = ops.coreset(features, n, start=start)
-    return torch.as_tensor(idx, device=features.device).long()
+    sel = ops.CoresetSelector(features, n, start=start)
+    chunk = 8
+    with tqdm(total=n, initial=sel.selected, desc="coreset", unit="pt", disable=not progress,
+              delay=CORESET_PROGRESS_DELAY_S, mininterval=0.25) as bar:
+        while not sel.done:
+            t0 = _time.perf_counter()
+            got = int(sel.step(chunk).shape[0])
+            if features.is_cuda:
+                torch.cuda.synchronize(features.device)
+            dt = _time.perf_counter() - t0
+            bar.update(got)
+            # aim at ~0.25 s per step: responsive bar and Ctrl-C, negligible per-step overhead
+            chunk = int(min(max(chunk * min(4.0, 0.25 / max(dt, 1e-6)), 1), 1 << 16))
+    return torch.as_tensor(sel.indices, device=features.device).long()
 
 
 def _device(device: str) -> torch.device:
@@ -367,7 +401,7 @@ class PatchCore(AnomalyModel):
                 reduced = feats
             if progress:
                 print(f"patchcore: greedy coreset {n_keep} of {total} patches ({n_keep / total:.2%}) on {dev.type}", flush=True)
-            idx = _coreset(reduced.contiguous(), n_keep, int(self.config["seed"]))
+            idx = _coreset(reduced.contiguous(), n_keep, int(self.config["seed"]), progress=progress)
             del reduced
             bank = feats[idx].float()
         return bank

@@ -58,6 +58,7 @@ __all__ = [
     "cuda_device_count",
     "cuda_device_info",
     "to_host",
+    "import_tensorrt",
 ]
 
 
@@ -250,7 +251,7 @@ def _trt_version_ok(version: str) -> bool:
     return (major, minor) >= TRT_MIN_VERSION
 
 
-def _import_tensorrt():
+def import_tensorrt():
     """``import tensorrt`` with an actionable error when it is missing, broken or too old."""
     try:
         import tensorrt as trt
@@ -269,7 +270,7 @@ def _tensorrt_importable() -> bool:
     if not _importable("tensorrt"):
         return False
     try:
-        _import_tensorrt()
+        import_tensorrt()
     except Exception:
         return False
     return True
@@ -525,7 +526,7 @@ class TensorRTBackend(Backend):  # pragma: no cover - needs tensorrt and a GPU
     name = "tensorrt"
 
     def __init__(self, engine_path: str, device_id: int = 0, precision: str = "fp16"):
-        trt = _import_tensorrt()
+        trt = import_tensorrt()
 
         self.trt = trt
         if not os.path.isfile(engine_path):
@@ -605,23 +606,3 @@ class TensorRTBackend(Backend):  # pragma: no cover - needs tensorrt and a GPU
         d["engine"] = self.engine_path
         d["tensorrt_version"] = self.trt.__version__
         return d
-
-
-def make_backend(
-    name: str,
-    *,
-    artifact_dir: Optional[str] = None,
-    onnx_path: Optional[str] = None,
-    engine_path: Optional[str] = None,
-    device: Optional[str] = None,
-    precision: str = "fp32",
-    model=None,
-    **kwargs,
-) -> Backend:
-    if name == "onnxruntime":
-        return OnnxRuntimeBackend(onnx_path, device=device or "cpu", **kwargs)
-    if name == "torch":
-        return TorchBackend(artifact_dir, device=device or "cpu", precision=precision, model=model, **kwargs)
-    if name == "tensorrt":
-        return TensorRTBackend(engine_path, precision=precision, **kwargs)
-    raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS} or 'auto'")

@@ -1,9 +1,9 @@
 """`edgead bench`: per-stage latency (pre, network, post, total; p50 / p99) per model, backend and batch size.
 
-``cli_bench(args)`` -- args.artifact (one path or a list), args.backend ("all", a name or a list),
-args.batch_sizes (default [1, 32]; a list or "1,32"), args.iterations (default 50), args.out (a
-directory, or a ``.json`` path whose ``.md`` sibling gets the table); optional args.device,
-args.precision, args.warmup, args.image_size, args.threads (CPU threads per backend).
+``bench_artifacts(artifacts, backends="all", batch_sizes=(1, 32), iterations=50, warmup=3, device=None,
+precision=None, threads=None, image_size=None, out=".")`` -- artifacts: one path or a list; backends:
+"all", a name or a list; out: a directory, or a ``.json`` path whose ``.md`` sibling gets the table;
+threads: CPU threads per backend.
 
 Each iteration calls ``detector(images)`` on ``batch`` synthetic uint8 RGB images of ``image_size``
 (default: the model's input size, so "pre" is conversion + normalisation only; pass the camera's
@@ -22,7 +22,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from edgead.runtime import backends as _backends
 
 STAGES = ("pre", "network", "post", "total")
 
-__all__ = ["cli_bench", "run_bench", "environment", "write_json", "write_markdown"]
+__all__ = ["bench_artifacts", "run_bench", "environment", "write_json", "write_markdown"]
 
 
 def _stats(samples: Sequence[float]) -> Dict[str, Any]:
@@ -263,33 +263,35 @@ def _as_list(v, default) -> list:
     return [v]
 
 
-def cli_bench(args: Any) -> int:
+def bench_artifacts(artifacts: Union[str, Sequence[str]], backends: Union[str, Sequence[str]] = "all",
+                    batch_sizes: Sequence[int] = (1, 32), iterations: int = 50, warmup: int = 3,
+                    device: Optional[str] = None, precision: Optional[str] = None, threads: Optional[int] = None,
+                    image_size: Optional[Sequence[int]] = None, out: str = ".", command: Optional[str] = None) -> int:
     """`edgead bench`: see the module docstring. Prints the Markdown table; returns 0 (1 if every run failed)."""
-    artifacts = _as_list(getattr(args, "artifact", None), [])
+    artifacts = _as_list(artifacts, [])
     if not artifacts:
         raise ValueError("edgead bench: give at least one artifact directory")
-    device = getattr(args, "device", None)
-    requested = _as_list(getattr(args, "backend", None), ["all"])
-    if requested == ["all"] or "all" in requested:
+    requested = _as_list(backends, ["all"])
+    if "all" in requested:
         names = list(_backends.available_backends(device))
     else:
         names = requested
         for n in names:
             if n not in _backends.BACKENDS and n != "auto":
                 raise ValueError(f"edgead bench: --backend expected 'all' or names from {_backends.BACKENDS}, got {n!r}")
-    batch_sizes = [int(b) for b in _as_list(getattr(args, "batch_sizes", None), [1, 32])]
-    if any(b < 1 for b in batch_sizes):
-        raise ValueError(f"edgead bench: --batch-sizes must be >= 1, got {batch_sizes}")
-    iterations = int(getattr(args, "iterations", None) or 50)
-    warmup = int(getattr(args, "warmup", None) if getattr(args, "warmup", None) is not None else 3)
-    precision = getattr(args, "precision", None)
-    threads = getattr(args, "threads", None)
+    batch_sizes = list(batch_sizes)
+    if not batch_sizes or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1 for b in batch_sizes):
+        raise ValueError(f"edgead bench: --batch-sizes expected ints >= 1, got {batch_sizes}")
+    for arg, v, lo in (("iterations", iterations, 1), ("warmup", warmup, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"edgead bench: --{arg} expected an int >= {lo}, got {v!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise ValueError(f"edgead bench: --threads expected an int >= 1, got {threads!r}")
     load_kwargs = {"threads": int(threads)} if threads else {}
-    image_size = getattr(args, "image_size", None)
-    if isinstance(image_size, (int, str)):
-        image_size = [int(v) for v in _as_list(image_size, [])]
+    if image_size is not None:
+        image_size = [int(v) for v in image_size]
         image_size = image_size * 2 if len(image_size) == 1 else image_size
-    out = getattr(args, "out", None) or "."
+    out = out or "."
     if out.endswith(".json"):
         json_path, md_path = out, out[:-5] + ".md"
     else:
@@ -300,13 +302,12 @@ def cli_bench(args: Any) -> int:
     for art in artifacts:
         for name in names:
             try:
-                records += run_bench(art, name, batch_sizes=batch_sizes, iterations=iterations, warmup=warmup,
+                records += run_bench(art, name, batch_sizes=batch_sizes, iterations=int(iterations), warmup=int(warmup),
                                      device=device, precision=precision, image_size=image_size, **load_kwargs)
             except Exception as e:  # one backend failing must not lose the others' numbers
                 failures.append(f"{art} on {name}: {type(e).__name__}: {e}")
                 print(f"edgead bench: skipped {name} for {art}: {type(e).__name__}: {e}", file=sys.stderr)
     env = environment()
-    command = "edgead bench " + " ".join(sys.argv[2:]) if sys.argv and sys.argv[0].endswith("edgead") else None
     if records:
         write_json(records, json_path, env)
         write_markdown(records, md_path, env, command=command)

@@ -6,8 +6,10 @@ size (cv2, linear) -> masks (map >= pixel threshold) and labels (score >= image 
 
 Torch-free unless backend="torch". The ONNX Runtime backend needs the artifact's ONNX file, written
 by ``edgead export <artifact>`` (edgead.export.export_onnx); the TensorRT backend needs an engine
-(built on the target GPU by ``edgead export <artifact> --format tensorrt``; built on demand here when
-the builder is installed).
+(built on the target GPU by ``edgead export <artifact> --format tensorrt`` and found here in the
+artifact's engine cache; the runtime never builds: ``edgead eval/predict/bench --backend tensorrt``
+build a missing engine first). File names come from edgead.artifact (the runtime does not import
+edgead.export).
 
 Thresholds are data in the artifact's ``thresholds`` (written by edgead.pipeline train / eval)::
 
@@ -34,12 +36,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 import cv2
 import numpy as np
 
-from edgead.artifact import Artifact, ArtifactError, load_artifact
+from edgead.artifact import Artifact, ArtifactError, engines_dir, export_file, load_artifact
 from edgead.runtime import backends as _backends
 from edgead.runtime.postprocess import postprocess
 from edgead.tiling import Tiling, resolve_tiling, tiled_predict
 
-__all__ = ["Detector", "Result", "BatchResult", "resolve_threshold", "onnx_file", "ExportMissingError"]
+__all__ = ["Detector", "Result", "BatchResult", "resolve_threshold", "cached_engine", "ExportMissingError"]
 
 STAGES = ("pre", "network", "post")
 
@@ -158,26 +160,48 @@ def resolve_threshold(thresholds: Dict[str, Any], kind: str, spec: Union[None, s
     )
 
 
-def onnx_file(art_or_meta: Union[Artifact, Dict[str, Any]], artifact_dir: str) -> str:
-    """Path of the artifact's ONNX export (from meta['exports']['onnx']['file'], default model.onnx)."""
-    meta = art_or_meta.meta if isinstance(art_or_meta, Artifact) else art_or_meta
-    rel = ((meta.get("exports") or {}).get("onnx") or {}).get("file", "model.onnx")
-    return rel if os.path.isabs(rel) else os.path.join(artifact_dir, rel)
-
-
-def _int8_onnx_file(art: Artifact, artifact_dir: str) -> str:
-    """Path of the int8 (QDQ) ONNX graph; warns when it was quantized from another fp32 export than the current one."""
+def _int8_source_check(art: Artifact) -> None:
+    """Warn when model.int8.onnx was quantized from another fp32 export than the current one."""
     exports = art.meta.get("exports") or {}
-    q = exports.get("onnx_int8") or {}
-    rel = q.get("file", "model.int8.onnx")
-    src_sha = q.get("source_onnx_sha256")
+    src_sha = (exports.get("onnx_int8") or {}).get("source_onnx_sha256")
     cur_sha = (exports.get("onnx") or {}).get("sha256")
     if src_sha and cur_sha and src_sha != cur_sha:
         import warnings
 
-        warnings.warn(f"artifact '{artifact_dir}': model.int8.onnx was quantized from an older fp32 export; "
+        warnings.warn(f"artifact '{art.path}': model.int8.onnx was quantized from an older fp32 export; "
                       "re-run `edgead export --format onnx --precision int8`", stacklevel=3)
-    return rel if os.path.isabs(rel) else os.path.join(artifact_dir, rel)
+
+
+def cached_engine(artifact_dir: str, precision: str, onnx_sha256: Optional[str], gpu: Dict[str, Any],
+                  trt_version: str) -> Optional[str]:
+    """The newest engine in <artifact>/engines built (by edgead.export.tensorrt.build_engine) from this ONNX
+    graph for this precision, GPU and TensorRT version, with a dynamic batch profile; None if there is none.
+    Each engine has a ``.json`` sidecar ``{"key": {...}}``; the runtime only reads them (it never builds)."""
+    import glob
+    import json
+
+    found = []
+    for key_path in glob.glob(os.path.join(engines_dir(artifact_dir), "*.json")):
+        try:
+            with open(key_path) as f:
+                key = json.load(f).get("key") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        engine = key_path[:-5] + ".engine"
+        if (isinstance(key, dict) and key.get("precision") == precision and key.get("dla_core") is None
+                and key.get("gpu") == gpu.get("name") and key.get("compute_capability") == gpu.get("compute_capability")
+                and key.get("tensorrt") == trt_version and (onnx_sha256 is None or key.get("onnx_sha256") == onnx_sha256)
+                and os.path.isfile(engine)):
+            found.append((os.path.getmtime(engine), engine))
+    return max(found)[1] if found else None
+
+
+def _check_batch_size(batch_size) -> Optional[int]:
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or int(batch_size) < 1:
+        raise ValueError(f"Detector: argument 'batch_size' expected None or an int >= 1, got {batch_size!r}")
+    return int(batch_size)
 
 
 def _timer():
@@ -195,8 +219,9 @@ class Detector:
         self.preprocessing = Preprocessing.from_dict(dict(artifact.preprocessing))
         self.image_threshold = resolve_threshold(artifact.thresholds, "image", threshold)
         self.pixel_threshold = resolve_threshold(artifact.thresholds, "pixel", pixel_threshold)
+        batch_size = _check_batch_size(batch_size)
         mb = backend.max_batch
-        self.batch_size = int(batch_size or (min(mb, 32) if mb else 32))
+        self.batch_size = batch_size if batch_size is not None else (min(mb, 32) if mb else 32)
         if mb and self.batch_size > mb:
             raise ValueError(f"batch_size {self.batch_size} exceeds the backend's max batch {mb}")
         self._hooks: List[Callable[[str, float, int], None]] = []
@@ -226,8 +251,9 @@ class Detector:
         device: 'cuda', 'cpu' or None (best available). precision: 'fp32' (default; torch/ORT),
         'fp16' (default for TensorRT; torch on CUDA), 'int8' (TensorRT, needs a calibrated engine; onnxruntime:
         the statically quantized model.int8.onnx from `edgead export --format onnx --precision int8`).
-        engine: a TensorRT engine file (default: the cached engine under artifact_dir/engines/, built
-        when missing and the builder is installed). model: an already built torch model (torch backend).
+        engine: a TensorRT engine file (default: the newest matching engine in artifact_dir/engines/, see
+        :func:`cached_engine`; ExportMissingError when none). model: an already built torch model (torch backend).
+        batch_size: images per backend call (default min(32, the backend's max batch)); an int >= 1.
         """
         if device not in (None, "cpu", "cuda"):
             raise ValueError(f"Detector.load: argument 'device' expected 'cuda', 'cpu' or None, got {device!r}")
@@ -235,6 +261,7 @@ class Detector:
             backend, device = _backends.select_backend(device)
         elif backend not in _backends.BACKENDS:
             raise ValueError(f"Detector.load: argument 'backend' expected 'auto' or one of {_backends.BACKENDS}, got {backend!r}")
+        batch_size = _check_batch_size(batch_size)
         if precision is not None and precision not in _backends.PRECISIONS:
             raise ValueError(f"Detector.load: argument 'precision' expected one of {_backends.PRECISIONS}, got {precision!r}")
         art = load_artifact(artifact_dir)
@@ -243,9 +270,10 @@ class Detector:
             if precision not in (None, "fp32", "int8"):
                 raise ValueError(f"onnxruntime backend runs the fp32 or the int8 ONNX graph; precision={precision!r} "
                                  "is not supported")
-            onnx_path = onnx_file(art, path)
+            onnx_path = export_file(art, path, "onnx")
             if precision == "int8":
-                onnx_path = _int8_onnx_file(art, path)
+                _int8_source_check(art)
+                onnx_path = export_file(art, path, "onnx_int8")
                 if not os.path.isfile(onnx_path):
                     raise ExportMissingError(
                         f"artifact '{path}' has no int8 ONNX export ({onnx_path} is missing): run `edgead export {path} "
@@ -266,9 +294,15 @@ class Detector:
                 raise ValueError("the tensorrt backend runs on the GPU; device='cpu' is not possible")
             precision = precision or "fp16"
             if engine is None:
-                from edgead.export.tensorrt import find_or_build_engine
-
-                engine = find_or_build_engine(path, precision=precision)
+                trt = _backends.import_tensorrt()
+                sha = ((art.meta.get("exports") or {}).get("onnx") or {}).get("sha256")
+                engine = cached_engine(path, precision, sha, _backends.cuda_device_info(0), trt.__version__)
+                if engine is None:
+                    raise ExportMissingError(
+                        f"artifact '{path}' has no {precision} TensorRT engine for this GPU and TensorRT "
+                        f"{trt.__version__}: run `edgead export {path} --format tensorrt --precision {precision}` "
+                        "on this machine (or pass engine=)"
+                    )
             be = _backends.TensorRTBackend(engine, precision=precision, **backend_kwargs)
         return cls(art, be, threshold=threshold, pixel_threshold=pixel_threshold, batch_size=batch_size, tile=tile,
                    stride=stride)
@@ -318,6 +352,51 @@ class Detector:
             h, w = self.preprocessing.size
             return np.zeros((0,), np.float32), np.zeros((0, h, w), np.float32)
         return np.concatenate(scores), np.concatenate(maps)
+
+    def score_files(self, items, progress: bool = False, desc: str = "scoring", native: bool = False):
+        """Image files (paths or edgead.data Samples) -> (scores (N,), maps (N,h,w) at the model's input size).
+
+        The same pre-processing, backend and post-processing as ``__call__`` (files are read and
+        pre-processed by edgead.data.datasets.iter_batches' small thread pool, with a tqdm bar when
+        `progress`). This is what `edgead train` (validation thresholds) and `edgead eval` score with.
+
+        native=True (and always with tiling): maps at each image's own size, exactly as ``__call__``
+        returns them (tiled and stitched, or resized back bilinearly); a list when sizes differ.
+        """
+        if native or self.tiling is not None:
+            return self._score_files_native(items, progress, desc)
+        from edgead.data.datasets import iter_batches
+
+        scores, maps = [], []
+        for x, _ in iter_batches(items, self.preprocessing, batch_size=self.batch_size, progress=progress, desc=desc):
+            s, m = self.infer_preprocessed(x)
+            scores.append(s)
+            maps.append(m)
+        if not scores:
+            h, w = self.preprocessing.size
+            return np.zeros((0,), np.float32), np.zeros((0, h, w), np.float32)
+        return np.concatenate(scores), np.concatenate(maps)
+
+    def _score_files_native(self, items, progress: bool, desc: str):
+        """score_files at native resolution: images are read batch_size at a time and scored by __call__."""
+        from tqdm.auto import tqdm
+
+        from edgead.data.io import read_image
+
+        items = list(items)
+        scores, maps = [], []
+        with tqdm(total=len(items), desc=desc, unit="img", disable=not progress) as bar:
+            for i in range(0, len(items), self.batch_size):
+                chunk = [read_image(os.fspath(getattr(it, "path", it))) for it in items[i : i + self.batch_size]]
+                res = self(chunk)
+                scores.append(res.scores)
+                maps.extend(list(res.anomaly_maps))
+                bar.update(len(chunk))
+        if not scores:
+            h, w = self.preprocessing.size
+            return np.zeros((0,), np.float32), np.zeros((0, h, w), np.float32)
+        same = len({m.shape for m in maps}) <= 1
+        return np.concatenate(scores), (np.stack(maps) if same else maps)
 
     @staticmethod
     def _as_images(images) -> (List[np.ndarray], Optional[List[str]], bool):

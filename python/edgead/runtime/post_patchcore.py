@@ -9,18 +9,26 @@ to the input size with cv2.resize INTER_LINEAR (= torch bilinear, align_corners=
 enlarging), Gaussian blur with cv2.GaussianBlur(ksize 2*ceil(4*sigma)+1, sigma,
 BORDER_REFLECT_101) (= the torch version's reflect-101 padding).
 
-Inputs are host (NumPy) arrays; device arrays exposing __array__ are copied to the host.
-The artifact's bank is cached on the artifact object (float32, C-contiguous) on first use.
+Inputs may be NumPy arrays or device arrays (torch CUDA tensors, CuPy: ``SUPPORTS_CUDA_ARRAYS``):
+the kNN over the memory bank -- the only heavy step -- then runs on that device (edgead.ops.knn
+dispatches to the CUDA kernel on the caller's stream, against a copy of the bank and its squared
+norms cached per device on the artifact object); only its (B, N) distances / indices and the B
+arg-max embeddings are copied to the host for the reweighting, upsampling and blur (cv2).
+The artifact's host bank is cached on the artifact object (float32, C-contiguous) on first use.
 """
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Mapping, Tuple
 
 import cv2
 import numpy as np
 
-__all__ = ["postprocess", "reweight_scores", "anomaly_maps"]
+__all__ = ["postprocess", "reweight_scores", "anomaly_maps", "SUPPORTS_CUDA_ARRAYS"]
+
+#: postprocess() takes the backend's CUDA arrays as they are: the kNN runs on their device
+SUPPORTS_CUDA_ARRAYS = True
 
 
 def _bank(artifact) -> Tuple[np.ndarray, np.ndarray]:
@@ -35,6 +43,40 @@ def _bank(artifact) -> Tuple[np.ndarray, np.ndarray]:
         except AttributeError:  # pragma: no cover - frozen objects
             pass
     return cache
+
+
+def _device_bank(artifact, emb) -> Tuple[Any, Any]:
+    """(bank, ||bank||^2) on the device and framework of `emb` (a torch tensor or a CuPy array), cached."""
+    from edgead import ops
+
+    bank, _ = _bank(artifact)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(emb, torch.Tensor):
+        key = ("torch", str(emb.device))
+        make = lambda: torch.from_numpy(bank).to(emb.device)  # noqa: E731
+    else:  # CuPy (or another __cuda_array_interface__ array with a cupy-compatible module)
+        cupy = sys.modules["cupy"]
+        key = ("cupy", int(emb.device.id))
+        make = lambda: cupy.asarray(bank)  # noqa: E731
+    cache = getattr(artifact, "_patchcore_device_cache", None)
+    if cache is None:
+        cache = {}
+        try:
+            artifact._patchcore_device_cache = cache
+        except AttributeError:  # pragma: no cover - frozen objects
+            pass
+    if key not in cache:
+        dev_bank = make()
+        cache[key] = (dev_bank, ops.knn_bank_sq_norms(dev_bank))
+    return cache[key]
+
+
+def _host(a) -> np.ndarray:
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()
+    return a.detach().cpu().numpy()
 
 
 def reweight_scores(s_star: np.ndarray, d_neighbors: np.ndarray) -> np.ndarray:
@@ -65,25 +107,39 @@ def postprocess(outputs: Mapping[str, Any], artifact) -> Tuple[np.ndarray, np.nd
 
     if "embeddings" not in outputs:
         raise ValueError(f"postprocess(patchcore): outputs must contain 'embeddings', got {sorted(outputs)}")
-    emb = np.ascontiguousarray(np.asarray(outputs["embeddings"]), dtype=np.float32)
+    emb = outputs["embeddings"]
+    # torch tensors (CUDA, or CPU) and CUDA arrays stay in their framework up to the kNN
+    on_device = not isinstance(emb, np.ndarray) and (hasattr(emb, "__cuda_array_interface__") or
+                                                     type(emb).__module__.split(".")[0] == "torch")
+    if not on_device:
+        emb = np.ascontiguousarray(np.asarray(emb), dtype=np.float32)
     cfg = artifact.config
     gh, gw = (int(v) for v in cfg["grid"])
     bank, neigh = _bank(artifact)
-    if emb.ndim != 3 or emb.shape[1] != gh * gw or emb.shape[2] != bank.shape[1]:
+    if len(emb.shape) != 3 or emb.shape[1] != gh * gw or emb.shape[2] != bank.shape[1]:
         raise ValueError(
-            f"postprocess(patchcore): 'embeddings' expected (B, {gh * gw}, {bank.shape[1]}), got {emb.shape}"
+            f"postprocess(patchcore): 'embeddings' expected (B, {gh * gw}, {bank.shape[1]}), got {tuple(emb.shape)}"
         )
-    b, n, d = emb.shape
-    dist, idx = ops.knn(emb.reshape(b * n, d), bank, k=1)
-    dist = np.asarray(dist, dtype=np.float32).reshape(b, n)
-    idx = np.asarray(idx, dtype=np.int64).reshape(b, n)
+    b, n, d = (int(v) for v in emb.shape)
+    if on_device:  # kNN on the device against the cached device bank; small results come back to the host
+        if str(getattr(emb, "dtype", "")).replace("torch.", "") != "float32":
+            emb = emb.float() if hasattr(emb, "float") else emb.astype("float32")
+        emb = emb.contiguous() if hasattr(emb, "contiguous") else emb
+        dev_bank, dev_norms = _device_bank(artifact, emb)
+        dist, idx = ops.knn(emb.reshape(b * n, d), dev_bank, k=1, bank_sq_norms=dev_norms)
+        dist = _host(dist).astype(np.float32, copy=False).reshape(b, n)
+        idx = _host(idx).astype(np.int64, copy=False).reshape(b, n)
+    else:
+        dist, idx = ops.knn(emb.reshape(b * n, d), bank, k=1)
+        dist = np.asarray(dist, dtype=np.float32).reshape(b, n)
+        idx = np.asarray(idx, dtype=np.int64).reshape(b, n)
     arg = dist.argmax(axis=1)
     rows = np.arange(b)
     s_star = dist[rows, arg]
     if int(cfg.get("num_neighbors", 9)) <= 1 or neigh.shape[1] <= 1:
         scores = s_star.astype(np.float32)
     else:
-        m_test = emb[rows, arg]  # (B, D)
+        m_test = emb[rows, arg] if not on_device else np.stack([_host(emb[int(r), int(a)]) for r, a in zip(rows, arg)])
         nb = neigh[idx[rows, arg]]  # (B, b)
         diff = m_test[:, None, :] - bank[nb]
         d_nb = np.sqrt((diff * diff).sum(axis=-1, dtype=np.float32))
