@@ -455,3 +455,15 @@ def test_onnxruntime_detector_runs_tiles_as_a_batch(tiled_artifact):
     assert got.anomaly_map.shape == (75, 61) and max(batches) == 4 and sum(batches) == len(det.tiling.grid((75, 61)))
     np.testing.assert_allclose(got.anomaly_map, ref.anomaly_map, rtol=1e-3, atol=1e-3)
     assert got.score == pytest.approx(ref.score, rel=1e-3)
+
+
+def test_cli_tile_and_stride_options():
+    from edgead.cli import build_parser
+
+    p = build_parser()
+    a = p.parse_args(["eval", "art", "data", "--tile", "256", "--stride", "192"])
+    assert (a.tile, a.stride) == (256, 192)
+    assert p.parse_args(["predict", "art", "img.png", "--tile", "0"]).tile == 0
+    assert p.parse_args(["train", "r.yaml", "data", "out"]).tile is None
+    with pytest.raises(SystemExit):
+        p.parse_args(["predict", "art", "img.png", "--tile", "64", "--stride", "0"])
