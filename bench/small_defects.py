@@ -42,7 +42,7 @@ def _split(samples, part: str, every: int):
     return out
 
 
-def run(recipe_path, data, weights, sets, split, every, train_n, seed=0, progress=False):
+def run(recipe_path, data, weights, sets, split, every, train_n, seed=0, progress=False, fit_only=False):
     import torch
 
     from edgead import metrics, pipeline
@@ -70,11 +70,27 @@ def run(recipe_path, data, weights, sets, split, every, train_n, seed=0, progres
     test = _split(ds.test_samples(), split, every)
     model = get_model_class(recipe["model"])(recipe["config"])
     tiling = Tiling.from_config(recipe["tiling"]) if recipe["tiling"] else None
+    timing = {}
+    select_bank = model.select_bank
+
+    def timed_select_bank(*args, **kw):  # the greedy coreset part of the fit, timed on its own
+        c = time.process_time()
+        try:
+            return select_bank(*args, **kw)
+        finally:
+            timing["coreset_cpu_s"] = round(time.process_time() - c, 1)
+
+    model.select_bank = timed_select_bank
     t0, c0 = time.perf_counter(), time.process_time()
     items = TiledSamples(train, tiling, seed) if tiling else train
     stats = model.fit(items, None, device="cpu", progress=progress)
     fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
+    if fit_only:
+        return {"recipe": os.path.basename(recipe_path), "sets": sets, "data": os.path.basename(os.path.normpath(data)),
+                "n_train": len(train), "n_train_items": len(items), "fit_s": round(fit_s, 1), "fit_cpu_s": round(fit_cpu, 1),
+                **timing, "bank_size": stats.get("bank_size"), "n_patches": stats.get("n_patches"),
+                "n_candidates": stats.get("n_candidates"), "threads": torch.get_num_threads()}
     # image score both ways: max of the stitched map (default) and the models' own tile scores
     t1, c1 = time.perf_counter(), time.process_time()
     if tiling is None:
@@ -111,7 +127,7 @@ def run(recipe_path, data, weights, sets, split, every, train_n, seed=0, progres
         "split": split, "every": every, "n_train": len(train), "n_train_items": len(items), "n_test": len(test),
         "n_anomalous": int(labels.sum()), "fit_s": round(fit_s, 1), "ms_per_image": round(1000 * eval_s / len(test), 1),
         "fit_cpu_s": round(fit_cpu, 1), "cpu_ms_per_image": round(1000 * eval_cpu / len(test), 1),
-        "bank_size": stats.get("bank_size"), "n_patches": stats.get("n_patches"),
+        **timing, "bank_size": stats.get("bank_size"), "n_patches": stats.get("n_patches"),
         "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"], "aupro": m["aupro"],
         "tiling": recipe["tiling"], "threads": torch.get_num_threads(),
     }
@@ -132,6 +148,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True, help="JSON-lines file (appended)")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--fit-only", action="store_true", help="time the fit only (no scoring)")
     a = ap.parse_args(argv)
     import torch
 
@@ -140,7 +157,7 @@ def main(argv=None):
         for r in a.recipe:
             t = time.time()
             try:
-                res = run(r, data, a.weights, a.set, a.split, a.every, a.train_n, progress=a.progress)
+                res = run(r, data, a.weights, a.set, a.split, a.every, a.train_n, progress=a.progress, fit_only=a.fit_only)
             except Exception as e:  # keep going with the next run; the error is recorded
                 res = {"recipe": r, "data": data, "sets": a.set, "error": f"{type(e).__name__}: {e}"}
             res["wall_s"] = round(time.time() - t, 1)

@@ -437,6 +437,14 @@ def test_pipeline_trains_on_tiles_and_evaluates_at_native_resolution(tmp_path):
     assert meta["tiling"]["tile"] == [32, 32] and meta["preprocessing"]["size"] == [32, 32]
     rep = pipeline.evaluate(art, data, str(tmp_path / "eval"), device="cpu", progress=False)
     assert 0.0 <= rep["metrics"]["aupro"] <= 1.0 and 0.0 <= rep["metrics"]["pixel_auroc"] <= 1.0
+    # masks and heatmaps are written at each image's original size (one image is 37 x 53)
+    from edgead.data.io import read_image
+
+    res = pipeline.predict(art, os.path.join(data, "test", "spot"), str(tmp_path / "pred"), device="cpu", progress=False)
+    for r in res:
+        h, w = read_image(r["path"]).shape[:2]
+        assert read_image(r["mask"]).shape[:2] == (h, w) and read_image(r["heatmap"]).shape[:2] == (h, w)
+    assert {read_image(r["path"]).shape[:2] for r in res} == {(48, 64), (37, 53)}
 
 
 def test_onnxruntime_detector_runs_tiles_as_a_batch(tiled_artifact):

@@ -261,8 +261,8 @@ def train(config, data_root, out_dir, category: Optional[str] = None, device: st
     thresholds: Dict[str, Any] = {"candidates": {}}
     if val_s:
         q = float(tr["threshold_quantile"])
-        vs, vm = model_detector(model, dev, batch_size=16, tiling=recipe["tiling"]).score_files(
-            val_s, progress, "validation", native=recipe["tiling"] is not None)
+        # with a tiling the Detector stitches maps at each image's size (score_files goes native by itself)
+        vs, vm = model_detector(model, dev, batch_size=16, tiling=recipe["tiling"]).score_files(val_s, progress, "validation")
         rng = np.random.default_rng(0)
         pix = np.concatenate([m.reshape(-1) for m in vm])
         if pix.size > 2_000_000:
