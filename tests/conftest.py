@@ -61,3 +61,36 @@ def mobilenet_weights():
     if not os.path.isfile(path):
         pytest.skip(f"MobileNetV2 weights not found at {path}")
     return path
+
+
+def make_texture_category(root, size=48, channels=1, tile=12, n_train=10, n_good=4, n_defect=4, defect=10,
+                          defect_range=(6, 30), seed=0):
+    """A tiny MVTec-layout category written under `root`: periodic texture images (train/good, test/good)
+    and test/spot images with a bright square defect and its ground-truth mask. Returns str(root)."""
+    from edgead.data.io import write_image
+
+    rng = np.random.default_rng(seed)
+    shape = (tile, tile) + ((channels,) if channels > 1 else ())
+    base = np.random.default_rng(123).integers(0, 256, shape).astype(np.float32)
+    reps = (size // tile, size // tile) + ((1,) if channels > 1 else ())
+
+    def texture():
+        dy, dx = rng.integers(0, tile, size=2)
+        img = np.tile(np.roll(base, (dy, dx), (0, 1)), reps)
+        return np.clip(img + rng.normal(0, 8, img.shape), 0, 255)
+
+    for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
+        os.makedirs(os.path.join(root, sub))
+    for i in range(n_train):
+        write_image(os.path.join(root, "train/good", f"{i:03d}.png"), texture().astype(np.uint8))
+    for i in range(n_good):
+        write_image(os.path.join(root, "test/good", f"{i:03d}.png"), texture().astype(np.uint8))
+    for i in range(n_defect):
+        img = texture()
+        m = np.zeros(img.shape[:2], np.uint8)
+        y, x = rng.integers(defect_range[0], defect_range[1], size=2)
+        img[y : y + defect, x : x + defect] = 255
+        m[y : y + defect, x : x + defect] = 255
+        write_image(os.path.join(root, "test/spot", f"{i:03d}.png"), img.astype(np.uint8))
+        write_image(os.path.join(root, "ground_truth/spot", f"{i:03d}_mask.png"), m)
+    return str(root)

@@ -222,3 +222,39 @@ def test_cuda_ties_and_errors(torch_cuda):
         ops.knn(q, b.cpu(), 1)
     with pytest.raises(ValueError, match="'k'"):
         ops.knn(q, b[:2], 3)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_cuda_nonfinite_raises_like_cpu(torch_cuda, rng, dtype, bad):
+    # Before the fix a NaN bank row gave fmaxf(NaN, 0) = 0 and became every query's nearest neighbour.
+    torch = torch_cuda
+    q = torch.from_numpy(rng.standard_normal((70, 40)).astype(dtype)).cuda()  # 2 query tiles
+    b = torch.from_numpy(rng.standard_normal((5000, 40)).astype(dtype)).cuda()  # several bank splits
+    for k in (1, 64):
+        qb = q.clone()
+        qb[69, 39] = bad
+        with pytest.raises(ValueError, match=r"knn: argument 'queries' expected finite values, got NaN or inf"):
+            ops.knn(qb, b, k)
+        bb = b.clone()
+        bb[4999, 0] = bad
+        with pytest.raises(ValueError, match=r"knn: argument 'bank' expected finite values, got NaN or inf"):
+            ops.knn(q, bb, k)
+        norms = ops.knn_bank_sq_norms(b)  # precomputed (finite) norms: the bank itself is still checked
+        with pytest.raises(ValueError, match="'bank' expected finite"):
+            ops.knn(q, bb, k, bank_sq_norms=norms)
+    dist, idx = ops.knn(q, b, 3)  # and the op still works afterwards (no stale flag)
+    check_knn(q.cpu().numpy(), b.cpu().numpy(), 3, dist.cpu().numpy(), idx.cpu().numpy())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("k", [1, 5, 33, 64])
+def test_cuda_ties_all_k(torch_cuda, k):
+    # Equal distances everywhere: the fold and the split merge must keep the lowest indices, in order.
+    torch = torch_cuda
+    b = torch.ones((9000, 4), device="cuda")
+    q = torch.zeros((130, 4), device="cuda")
+    dist, idx = ops.knn(q, b, k)
+    assert (idx.cpu() == torch.arange(k)).all()
+    assert torch.allclose(dist.cpu(), torch.full((130, k), 2.0))

@@ -15,8 +15,9 @@ import torch
 from edgead import pipeline
 from edgead.artifact import read_meta, save_artifact
 from edgead.cli import build_parser, main
-from edgead.data.io import write_image
 from edgead.runtime import Detector
+
+from conftest import make_texture_category
 
 PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python", "edgead")
 SIZE = 64
@@ -24,33 +25,11 @@ THRESHOLDS = {"image": 0.5, "pixel": 0.4, "source": "test", "candidates": {"val_
 MODEL_TYPES = ["patchcore", "efficientad", "puad", "fader"]
 
 
-def _texture(rng, size=SIZE):
-    tile = np.random.default_rng(123).integers(0, 256, (16, 16, 3)).astype(np.float32)
-    dy, dx = rng.integers(0, 16, size=2)
-    img = np.tile(np.roll(tile, (dy, dx), (0, 1)), (size // 16, size // 16, 1))
-    return np.clip(img + rng.normal(0, 8, img.shape), 0, 255)
-
-
 @pytest.fixture(scope="module")
 def mvtec(tmp_path_factory):
     """A tiny MVTec-layout category: 6 train/good, 3 test/good, 3 test/spot with masks (64x64 RGB)."""
-    root = tmp_path_factory.mktemp("data") / "tex"
-    rng = np.random.default_rng(0)
-    for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
-        os.makedirs(root / sub)
-    for i in range(6):
-        write_image(str(root / "train/good" / f"{i:03d}.png"), _texture(rng).astype(np.uint8))
-    for i in range(3):
-        write_image(str(root / "test/good" / f"{i:03d}.png"), _texture(rng).astype(np.uint8))
-    for i in range(3):
-        img = _texture(rng)
-        m = np.zeros(img.shape[:2], np.uint8)
-        y, x = rng.integers(8, 40, size=2)
-        img[y : y + 12, x : x + 12] = 255
-        m[y : y + 12, x : x + 12] = 255
-        write_image(str(root / "test/spot" / f"{i:03d}.png"), img.astype(np.uint8))
-        write_image(str(root / "ground_truth/spot" / f"{i:03d}_mask.png"), m)
-    return str(root)
+    return make_texture_category(str(tmp_path_factory.mktemp("data") / "tex"), size=SIZE, channels=3, tile=16,
+                                 n_train=6, n_good=3, n_defect=3, defect=12, defect_range=(8, 40))
 
 
 def _build(model_type, train_dir):

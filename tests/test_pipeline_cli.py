@@ -2,46 +2,20 @@ import json
 import os
 import warnings
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-from edgead import ops  # noqa: E402
 from edgead.artifact import read_meta  # noqa: E402
 from edgead.cli import build_parser, main  # noqa: E402
-from edgead.data.io import write_image  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (hasattr(ops, "knn") and hasattr(ops, "coreset")), reason="edgead.ops.knn/coreset missing")
-
-
-def _texture(rng, size=48):
-    tile = np.random.default_rng(123).integers(0, 256, (12, 12)).astype(np.float32)
-    dy, dx = rng.integers(0, 12, size=2)
-    img = np.tile(np.roll(tile, (dy, dx), (0, 1)), (size // 12, size // 12))
-    return np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.float32)
+from conftest import make_texture_category  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "tex"
-    rng = np.random.default_rng(0)
-    for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
-        os.makedirs(root / sub)
-    for i in range(10):
-        write_image(str(root / "train/good" / f"{i:03d}.png"), _texture(rng).astype(np.uint8))
-    for i in range(4):
-        write_image(str(root / "test/good" / f"{i:03d}.png"), _texture(rng).astype(np.uint8))
-    for i in range(4):
-        img = _texture(rng)
-        m = np.zeros(img.shape, np.uint8)
-        y, x = rng.integers(6, 30, size=2)
-        img[y : y + 10, x : x + 10] = 255
-        m[y : y + 10, x : x + 10] = 255
-        write_image(str(root / "test/spot" / f"{i:03d}.png"), img.astype(np.uint8))
-        write_image(str(root / "ground_truth/spot" / f"{i:03d}_mask.png"), m)
-    return str(root)
+    return make_texture_category(str(tmp_path_factory.mktemp("data") / "tex"))
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +49,6 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 
 
 def test_train_eval_predict(tmp_path, tiny_dataset, recipe, capsys):
-    pytest.importorskip("edgead.metrics")
     art = str(tmp_path / "art")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -120,3 +120,20 @@ def test_cuda_constant_and_in_place(torch_cuda, rng):
     ops.softmask_apply(p, f, out=f)
     torch_cuda.cuda.synchronize()
     assert torch_cuda.equal(f, f0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_nonfinite_raises_like_cpu(torch_cuda, rng, bad, dtype):
+    # Before the fix CUDA predictions were not scanned and NaN propagated silently into the features.
+    torch = torch_cuda
+    p = torch.from_numpy(rng.random((3, 16, 16), dtype=np.float32)).to(getattr(torch, dtype)).cuda()
+    p[1, 5, 7] = bad
+    f = torch.randn(3, 4, 32, 32, device="cuda")
+    f0 = f.clone()
+    with pytest.raises(ValueError, match=r"softmask_apply: argument 'pred' expected finite values, got NaN or Inf in image 1"):
+        ops.softmask_apply(p, f, out=f)
+    assert torch.equal(f[1], f0[1]), "the bad image's features must not be written (as on the CPU)"
+    p[1, 5, 7] = 0.5
+    ops.softmask_apply(p, f)  # fine afterwards

@@ -3,6 +3,7 @@
 // from device memory (direct difference form, fp32 accumulation, half2 loads for fp16 with even D),
 // updates min_d2[i] and keeps its (max, lowest index); a block reduction writes one partial per block;
 // the last block to finish (atomic ticket) reduces the partials and writes idx[s] (and dist[s]).
+// Temporaries are edgead::Scratch (common/cuda_scratch.cuh): freed on every path, also on errors.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -10,6 +11,7 @@
 #include <cstdint>
 
 #include "common/cuda_check.cuh"
+#include "common/cuda_scratch.cuh"
 #include "coreset/coreset.h"
 
 namespace edgead {
@@ -142,24 +144,6 @@ __global__ void __launch_bounds__(THREADS) step_kernel(const T* __restrict__ x, 
     *ticket = 0u;  // ready for the next step (kernel boundary orders it)
   }
 }
-
-// Stream-ordered scratch returned to the pool on every path, also when a check below throws (before:
-// a failing launch or a failing cudaMallocAsync leaked every buffer allocated before it).
-struct Scratch {
-  cudaStream_t s;
-  void* p = nullptr;
-  explicit Scratch(cudaStream_t st) : s(st) {}
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  template <class U>
-  U* alloc(size_t n) {
-    EDGEAD_CUDA_CHECK(cudaMallocAsync(&p, sizeof(U) * (n ? n : 1), s));
-    return static_cast<U*>(p);
-  }
-  ~Scratch() {
-    if (p) cudaFreeAsync(p, s);  // destructor: no throw; a sticky error already surfaced
-  }
-};
 
 template <class T>
 int check_impl(const T* x, long long N, long long D, cudaStream_t st) {

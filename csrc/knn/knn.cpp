@@ -65,6 +65,7 @@ void knn_binding(py::handle queries_obj, py::handle bank_obj, py::handle norms_o
   }
   const bool fp16 = q.dtype == DType::Float16;
   const float* bn = has_norms ? norms.ptr<const float>() : nullptr;
+  int status = KNN_OK;
   if (q.is_cuda()) {
 #ifdef EDGEAD_WITH_CUDA
     if (k > kKnnCudaMaxK)
@@ -72,12 +73,9 @@ void knn_binding(py::handle queries_obj, py::handle bank_obj, py::handle norms_o
                         " on CUDA, got k = " + std::to_string(k));
     DeviceGuard guard(q.device_id);
     py::gil_scoped_release nogil;
-    knn_cuda(q.data, b.data, fp16, bn, Q, M, D, k, dist.ptr<float>(), idx.ptr<int64_t>(), stream);
+    status = knn_cuda(q.data, b.data, fp16, bn, Q, M, D, k, dist.ptr<float>(), idx.ptr<int64_t>(), stream);
 #endif
-    return;
-  }
-  int status;
-  {
+  } else {
     py::gil_scoped_release nogil;
     status = knn_cpu(q.data, b.data, fp16, bn, Q, M, D, k, dist.ptr<float>(), idx.ptr<int64_t>());
   }

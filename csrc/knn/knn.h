@@ -24,8 +24,10 @@ void sq_norms_cpu(const void* x, bool fp16, int64_t N, int64_t D, float* out);
 
 #ifdef EDGEAD_WITH_CUDA
 constexpr int kKnnCudaMaxK = 64;
-// All pointers are device pointers on the current device; stream is a cudaStream_t.
-void knn_cuda(const void* queries, const void* bank, bool fp16, const float* bank_sq_norms, int64_t Q, int64_t M,
+// All pointers are device pointers on the current device; stream is a cudaStream_t. Returns a KnnStatus
+// like knn_cpu (NaN/inf in queries or bank), after synchronising the stream; inside CUDA graph capture
+// the check is skipped (KNN_OK) and nothing synchronises.
+int knn_cuda(const void* queries, const void* bank, bool fp16, const float* bank_sq_norms, int64_t Q, int64_t M,
               int64_t D, int k, float* out_dist, int64_t* out_idx, std::uintptr_t stream);
 void sq_norms_cuda(const void* x, bool fp16, int64_t N, int64_t D, float* out, std::uintptr_t stream);
 #endif

@@ -8,14 +8,15 @@
 //  2. combine_box_kernel: one block per 32x16 output tile. It evaluates A = 1 - mean_s up_s(gms_s)
 //     (bilinear, align_corners=False) on the tile plus an R-pixel halo (clamped = replicate padding)
 //     in shared memory, then runs the separable k x k box filter there and writes the final map.
-// Scratch (gms maps + pyramid levels 1..S-1) comes from cudaMallocAsync on the caller's stream.
+// Scratch (gms maps + pyramid levels 1..S-1) is stream-ordered on the caller's stream from edgead's own
+// memory pool (common/cuda_scratch.cuh; freed also when a launch check throws).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
 #include "common/cuda_check.cuh"
+#include "common/cuda_scratch.cuh"
 #include "msgms/msgms.h"
 
 namespace edgead {
@@ -160,24 +161,6 @@ __global__ void __launch_bounds__(kBoxThreads)
 }
 
 
-// Keeps freed cudaMallocAsync blocks cached in the device's default pool across synchronisations
-// (the default release threshold 0 hands them back to the driver at every sync, so each call would
-// map fresh memory). Raised once per device to 64 MiB; never lowered.
-void keep_pool_warm() {
-  static std::atomic<bool> done[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64 || done[dev].load()) return;
-  cudaMemPool_t pool;
-  if (cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess) {
-    std::uint64_t cur = 0;
-    if (cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &cur) == cudaSuccess && cur < (64ull << 20)) {
-      std::uint64_t v = 64ull << 20;
-      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &v);
-    }
-  }
-  done[dev].store(true);
-}
-
 }  // namespace
 
 void msgms_cuda(const void* x, const void* y, bool half, int64_t B, int64_t C, int64_t H, int64_t W, int scales,
@@ -204,18 +187,10 @@ void msgms_cuda(const void* x, const void* y, bool half, int64_t B, int64_t C, i
   }
   p.per_image = off;
 
-  keep_pool_warm();
-  float* scratch = nullptr;
+  // edgead's own pool keeps this scratch mapped between calls; the device's default pool is not touched.
+  Scratch scratch_buf(stream);
   const long long total = B * off + 2 * lvl;
-  EDGEAD_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&scratch), sizeof(float) * (size_t)total, stream));
-  // Returns the scratch to the pool when a launch check below throws (stream-ordered).
-  struct ScratchGuard {
-    float* p;
-    cudaStream_t s;
-    ~ScratchGuard() {
-      if (p) cudaFreeAsync(p, s);
-    }
-  } guard{scratch, stream};
+  float* scratch = scratch_buf.alloc<float>((size_t)total);
   float* gms = scratch;
   float* lx = scratch + B * off;  // pyramid levels 1..S-1 of x, then of y
   float* ly = lx + lvl;
@@ -246,8 +221,6 @@ void msgms_cuda(const void* x, const void* y, bool half, int64_t B, int64_t C, i
   dim3 g2((unsigned)(tiles_x * tiles_y), gridB);
   combine_box_kernel<<<g2, kBoxThreads, smem, stream>>>(gms, (int)B, p, R, tiles_x, out);
   EDGEAD_CUDA_CHECK_LAUNCH();
-  guard.p = nullptr;
-  EDGEAD_CUDA_CHECK(cudaFreeAsync(scratch, stream));
 }
 
 }  // namespace edgead

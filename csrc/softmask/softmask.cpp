@@ -41,16 +41,14 @@ void softmask_apply_binding(py::handle pred_obj, py::handle features_obj, py::ha
   const int64_t B = p.shape[0], h = p.shape[1], w = p.shape[2];
   const int64_t C = f.shape[1], Hs = f.shape[2], Ws = f.shape[3];
   const bool ph = p.dtype == DType::Float16, fh = f.dtype == DType::Float16;
+  int64_t bad = -1;
   if (p.is_cuda()) {
 #ifdef EDGEAD_WITH_CUDA
     DeviceGuard guard(p.device_id);
     py::gil_scoped_release release;
-    softmask_cuda(p.data, ph, f.data, fh, o.data, B, h, w, C, Hs, Ws, stream);
+    bad = softmask_cuda(p.data, ph, f.data, fh, o.data, B, h, w, C, Hs, Ws, stream);
 #endif
-    return;
-  }
-  int64_t bad;
-  {
+  } else {
     py::gil_scoped_release release;
     bad = softmask_cpu(p.data, ph, f.data, fh, o.data, B, h, w, C, Hs, Ws);
   }

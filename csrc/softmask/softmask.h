@@ -16,9 +16,11 @@ int64_t softmask_cpu(const void* pred, bool pred_half, const void* features, boo
                      int64_t h, int64_t w, int64_t C, int64_t Hs, int64_t Ws);
 
 #ifdef EDGEAD_WITH_CUDA
-// Same on the GPU in one kernel, enqueued on `stream`. Predictions are not scanned for NaN/Inf.
-void softmask_cuda(const void* pred, bool pred_half, const void* features, bool feat_half, void* out, int64_t B,
-                   int64_t h, int64_t w, int64_t C, int64_t Hs, int64_t Ws, std::uintptr_t stream);
+// Same on the GPU in one kernel, enqueued on `stream`; same return value (the lowest image index with a
+// NaN/Inf prediction, whose out is not written), read back with a stream sync. Inside CUDA graph capture
+// predictions are not scanned (returns -1, no sync; NaN propagates).
+int64_t softmask_cuda(const void* pred, bool pred_half, const void* features, bool feat_half, void* out, int64_t B,
+                      int64_t h, int64_t w, int64_t C, int64_t Hs, int64_t Ws, std::uintptr_t stream);
 #endif
 
 }  // namespace edgead

@@ -3,6 +3,10 @@
 // reduces min/max over its image's h*w predictions (small and L2-resident), then streams its share
 // of the image's C*Hs*Ws features, 4 elements per thread-iteration when a row allows it
 // (out may alias features: every element is read and then written by the same thread).
+// NaN/inf in an image's predictions are found in the same min/max pass: that image's blocks then write
+// nothing (as on the CPU, out is left as it was) and the lowest such image index goes to *bad_image,
+// which the host reads back after the launch (one 8-byte copy + stream sync) to raise the CPU path's
+// ValueError. Inside CUDA graph capture bad_image is null: no check, NaN propagates as before.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -10,6 +14,7 @@
 #include <cstdint>
 
 #include "common/cuda_check.cuh"
+#include "common/cuda_scratch.cuh"
 #include "softmask/softmask.h"
 
 namespace edgead {
@@ -25,15 +30,18 @@ template <int N, class F> struct alignas(N * sizeof(F)) Pack { F v[N]; };
 template <class TP, class TF, int VEC>
 __global__ void __launch_bounds__(kThreads)
     softmask_kernel(const TP* __restrict__ pred, const TF* feat, TF* out, int h, int w, long long C,
-                    int Hs, int Ws, float sy, float sx) {
+                    int Hs, int Ws, float sy, float sx, unsigned long long* __restrict__ bad_image,
+                    long long image0) {
   const int b = blockIdx.y;
   const long long hw = (long long)h * w;
   const TP* p = pred + (long long)b * hw;
 
   // min / max of this image's predictions.
   float mn = FLT_MAX, mx = -FLT_MAX;
+  bool bad = false;
   for (long long i = threadIdx.x; i < hw; i += blockDim.x) {
     const float v = ld(p, i);
+    bad |= !isfinite(v);
     mn = fminf(mn, v);
     mx = fmaxf(mx, v);
   }
@@ -47,7 +55,11 @@ __global__ void __launch_bounds__(kThreads)
     smn[warp] = mn;
     smx[warp] = mx;
   }
-  __syncthreads();
+  const int any_bad = __syncthreads_or(bad);  // also the barrier for smn / smx
+  if (any_bad && bad_image) {  // block-uniform
+    if (blockIdx.x == 0 && threadIdx.x == 0) atomicMin(bad_image, (unsigned long long)(image0 + b));
+    return;
+  }
   mn = smn[0];
   mx = smx[0];
   for (int i = 1; i < kThreads / 32; ++i) {
@@ -86,7 +98,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <class TP, class TF>
 void launch(const void* pred, const void* features, void* out, int64_t B, int64_t h, int64_t w, int64_t C,
-            int64_t Hs, int64_t Ws, cudaStream_t stream) {
+            int64_t Hs, int64_t Ws, cudaStream_t stream, unsigned long long* bad_image) {
   const float sy = (float)h / (float)Hs, sx = (float)w / (float)Ws;
   const auto addr = reinterpret_cast<std::uintptr_t>(features) | reinterpret_cast<std::uintptr_t>(out);
   const bool vec = (Ws % 4 == 0) && (addr % (4 * sizeof(TF)) == 0);
@@ -103,26 +115,39 @@ void launch(const void* pred, const void* features, void* out, int64_t B, int64_
     TF* o = static_cast<TF*>(out) + b0 * C * Hs * Ws;
     dim3 grid((unsigned)blocks, (unsigned)nb);
     if (vec)
-      softmask_kernel<TP, TF, 4><<<grid, kThreads, 0, stream>>>(p, f, o, (int)h, (int)w, C, (int)Hs, (int)Ws, sy, sx);
+      softmask_kernel<TP, TF, 4><<<grid, kThreads, 0, stream>>>(p, f, o, (int)h, (int)w, C, (int)Hs, (int)Ws, sy, sx,
+                                                                 bad_image, b0);
     else
-      softmask_kernel<TP, TF, 1><<<grid, kThreads, 0, stream>>>(p, f, o, (int)h, (int)w, C, (int)Hs, (int)Ws, sy, sx);
+      softmask_kernel<TP, TF, 1><<<grid, kThreads, 0, stream>>>(p, f, o, (int)h, (int)w, C, (int)Hs, (int)Ws, sy, sx,
+                                                                 bad_image, b0);
     EDGEAD_CUDA_CHECK_LAUNCH();
   }
 }
 
 }  // namespace
 
-void softmask_cuda(const void* pred, bool pred_half, const void* features, bool feat_half, void* out, int64_t B,
-                   int64_t h, int64_t w, int64_t C, int64_t Hs, int64_t Ws, std::uintptr_t stream_id) {
-  if (B == 0) return;
+int64_t softmask_cuda(const void* pred, bool pred_half, const void* features, bool feat_half, void* out, int64_t B,
+                      int64_t h, int64_t w, int64_t C, int64_t Hs, int64_t Ws, std::uintptr_t stream_id) {
+  if (B == 0) return -1;
   cudaStream_t stream = as_stream(stream_id);
-  if (pred_half) {
-    if (feat_half) launch<__half, __half>(pred, features, out, B, h, w, C, Hs, Ws, stream);
-    else launch<__half, float>(pred, features, out, B, h, w, C, Hs, Ws, stream);
-  } else {
-    if (feat_half) launch<float, __half>(pred, features, out, B, h, w, C, Hs, Ws, stream);
-    else launch<float, float>(pred, features, out, B, h, w, C, Hs, Ws, stream);
+  Scratch flag_buf(stream);
+  unsigned long long* bad = nullptr;
+  if (!stream_capturing(stream)) {
+    bad = flag_buf.alloc<unsigned long long>(1);
+    EDGEAD_CUDA_CHECK(cudaMemsetAsync(bad, 0xff, sizeof(unsigned long long), stream));  // ULLONG_MAX: none
   }
+  if (pred_half) {
+    if (feat_half) launch<__half, __half>(pred, features, out, B, h, w, C, Hs, Ws, stream, bad);
+    else launch<__half, float>(pred, features, out, B, h, w, C, Hs, Ws, stream, bad);
+  } else {
+    if (feat_half) launch<float, __half>(pred, features, out, B, h, w, C, Hs, Ws, stream, bad);
+    else launch<float, float>(pred, features, out, B, h, w, C, Hs, Ws, stream, bad);
+  }
+  if (!bad) return -1;
+  unsigned long long first = ~0ull;
+  EDGEAD_CUDA_CHECK(cudaMemcpyAsync(&first, bad, sizeof(first), cudaMemcpyDeviceToHost, stream));
+  EDGEAD_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return first == ~0ull ? -1 : (int64_t)first;
 }
 
 }  // namespace edgead

@@ -24,8 +24,16 @@ MinMax on normal images: anomalous inputs can produce activations above the cali
 saturate in int8. The anomaly map of a strong defect is then clipped, not lost, but check the
 int8 artifact's thresholds / metrics on a labelled test set before deploying it.
 
+``target="tensorrt"`` writes ``model.int8.tensorrt.onnx`` instead: the explicitly quantized graph
+that TensorRT's strongly typed INT8 build parses (TensorRT 11 removed implicit INT8 calibration;
+edgead.export.tensorrt). Same calibration, but int8 **symmetric** activations (zero point 0:
+TensorRT's QuantizeLinear/DequantizeLinear take int8 with a zero point of 0 only) and float biases
+(no int32 bias DequantizeLinear; TensorRT fuses the bias into the quantized convolution). Both variants are
+made by :func:`quantize_graph` (file in, file out, pre-processed array as calibration data).
+
 The file, its sha256 and size, the source fp32 sha256 and the quantization settings are recorded in
-the artifact's ``edgead.json`` (``files["model.int8.onnx"]`` and ``exports["onnx_int8"]``).
+the artifact's ``edgead.json`` (``files["model.int8.onnx"]`` and ``exports["onnx_int8"]``;
+``exports["onnx_int8_tensorrt"]`` for the TensorRT graph).
 ``Detector.load(path, backend="onnxruntime", precision="int8")`` runs it. Needs onnx and
 onnxruntime, not torch.
 """
@@ -41,8 +49,21 @@ from edgead.artifact import INT8_ONNX_FILE, export_file, read_meta, record_expor
 
 DEFAULT_OP_TYPES = ("Conv", "Relu")
 EXPORT_KEY = "onnx_int8"
+#: the Q/DQ graph TensorRT's strongly typed INT8 build parses (edgead.export.tensorrt)
+TRT_INT8_ONNX_FILE = "model.int8.tensorrt.onnx"
+TRT_EXPORT_KEY = "onnx_int8_tensorrt"
+#: quantization settings per consumer. ONNX Runtime (CPU): uint8 asymmetric activations. TensorRT
+#: explicit quantization: int8 Q/DQ with zero point 0 only, so activations are int8 *symmetric*.
+TARGETS = {
+    "onnxruntime": {"activation_type": "uint8", "activation_symmetric": False, "quantize_bias": True,
+                    "file": INT8_ONNX_FILE, "export_key": EXPORT_KEY},
+    # bias stays float: TensorRT's DequantizeLinear takes int8 (not ORT's int32 bias) and fuses the bias itself
+    "tensorrt": {"activation_type": "int8", "activation_symmetric": True, "quantize_bias": False,
+                 "file": TRT_INT8_ONNX_FILE, "export_key": TRT_EXPORT_KEY},
+}
 
-__all__ = ["quantize_onnx", "ArrayCalibrationReader", "INT8_ONNX_FILE", "EXPORT_KEY"]
+__all__ = ["quantize_onnx", "quantize_graph", "ArrayCalibrationReader", "INT8_ONNX_FILE", "EXPORT_KEY",
+           "TRT_INT8_ONNX_FILE", "TRT_EXPORT_KEY", "TARGETS"]
 
 
 def _reader_base():
@@ -139,46 +160,52 @@ def _head_convs(proto) -> list:
     return heads
 
 
-def quantize_onnx(
-    artifact_dir: str,
-    calibration,
-    out: Optional[str] = None,
+def _check_target(target: str, fn: str) -> Dict[str, Any]:
+    if target not in TARGETS:
+        raise ValueError(f"{fn}: argument 'target' expected one of {sorted(TARGETS)}, got {target!r}")
+    return TARGETS[target]
+
+
+def quantize_graph(
+    src: str,
+    dst: str,
+    data: np.ndarray,
+    target: str = "onnxruntime",
     per_channel: bool = True,
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
     calibrate_method: str = "minmax",
-    limit: int = 64,
     batch_size: int = 8,
     verify_images: int = 8,
     max_rel_diff: Optional[float] = None,
     preprocess: bool = True,
     keep_fp32: Optional[str] = None,
-) -> str:
-    """Statically quantize the artifact's fp32 ONNX graph to int8 (QDQ) and record it; returns the path.
+) -> Dict[str, Any]:
+    """Statically quantize the fp32 ONNX file `src` to a QDQ graph at `dst` (written atomically) with the
+    pre-processed calibration array `data`; returns the settings and the verification against fp32.
 
-    calibration: folder / image files / pre-processed array (see the module docstring); at most
-    ``limit`` images are used. calibrate_method: 'minmax', 'entropy' or 'percentile'. out: destination
-    (default ``artifact_dir/model.int8.onnx``). max_rel_diff: raise if an output's
-    ``max|int8 - fp32| / max|fp32|`` on the first ``verify_images`` calibration images exceeds it.
-    keep_fp32: None (quantize every ``op_types`` node) or 'heads': keep the Conv nodes not followed by a
-    Relu (the last layer of each network, whose outputs are subtracted from each other) in fp32.
-    """
+    target: 'onnxruntime' (uint8 asymmetric activations) or 'tensorrt' (int8 symmetric activations,
+    zero point 0, as TensorRT's explicit quantization requires); weights are int8 symmetric
+    (per-channel by default) for both."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    tgt = _check_target(target, "quantize_graph")
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     if calibrate_method not in methods:
         raise ValueError(f"quantize_onnx: argument 'calibrate_method' expected one of {sorted(methods)}, got {calibrate_method!r}")
-    artifact_dir = os.path.abspath(artifact_dir)
-    meta = read_meta(artifact_dir)
-    src = export_file(meta, artifact_dir, "onnx")
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"quantize_onnx: no fp32 ONNX export ({src}); run `edgead export {artifact_dir}` first")
-    data, calib_src = _calibration_data(calibration, meta, int(limit))
-    path = os.path.abspath(out) if out else os.path.join(artifact_dir, INT8_ONNX_FILE)
+    if keep_fp32 not in (None, "heads"):
+        raise ValueError(f"quantize_onnx: argument 'keep_fp32' expected None or 'heads', got {keep_fp32!r}")
+    if not isinstance(data, np.ndarray) or data.ndim != 4 or data.dtype != np.float32 or data.shape[0] == 0:
+        raise ValueError(f"quantize_graph: argument 'data' expected a non-empty (N,C,H,W) float32 array, got "
+                         f"{getattr(data, 'shape', type(data))} {getattr(data, 'dtype', '')}")
+    path = os.path.abspath(dst)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
+    act = QuantType.QInt8 if tgt["activation_type"] == "int8" else QuantType.QUInt8
+    extra = {"ActivationSymmetric": bool(tgt["activation_symmetric"]), "WeightSymmetric": True,
+             "QuantizeBias": bool(tgt["quantize_bias"])}
     with tempfile.TemporaryDirectory(prefix="edgead-q8-") as work:
         model_in = src
         if preprocess:
@@ -187,8 +214,6 @@ def quantize_onnx(
             model_in = os.path.join(work, "pre.onnx")
             quant_pre_process(src, model_in, skip_symbolic_shape=True)
         exclude = _head_convs(onnx.load(model_in)) if keep_fp32 == "heads" else []
-        if keep_fp32 not in (None, "heads"):
-            raise ValueError(f"quantize_onnx: argument 'keep_fp32' expected None or 'heads', got {keep_fp32!r}")
         import logging
 
         root = logging.getLogger()
@@ -198,9 +223,9 @@ def quantize_onnx(
             quantize_static(
                 model_in, tmp, ArrayCalibrationReader.create(data, batch_size),
                 quant_format=QuantFormat.QDQ, per_channel=bool(per_channel),
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                activation_type=act, weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(op_types), calibrate_method=methods[calibrate_method],
-                nodes_to_exclude=exclude,
+                nodes_to_exclude=exclude, extra_options=extra,
             )
         finally:
             root.setLevel(level)
@@ -220,21 +245,63 @@ def quantize_onnx(
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-
-    record_export(artifact_dir, EXPORT_KEY, path, {
+    return {
         "source_onnx_sha256": sha256_file(src),
         "format": "QDQ",
-        "activation_type": "uint8",
+        "target": target,
+        "activation_type": tgt["activation_type"],
+        "activation_symmetric": bool(tgt["activation_symmetric"]),
+        "quantize_bias": bool(tgt["quantize_bias"]),
         "weight_type": "int8",
         "per_channel": bool(per_channel),
         "op_types": list(op_types),
         "keep_fp32": keep_fp32,
         "calibrate_method": calibrate_method,
-        "calibration": {"images": int(data.shape[0]), "source": calib_src},
         "inputs": ["image"],
         "outputs": list(verification["outputs"]),
         "onnxruntime_version": ort.__version__,
         "onnx_version": onnx.__version__,
         "verification": verification,
-    })
+    }
+
+
+def quantize_onnx(
+    artifact_dir: str,
+    calibration,
+    out: Optional[str] = None,
+    per_channel: bool = True,
+    op_types: Sequence[str] = DEFAULT_OP_TYPES,
+    calibrate_method: str = "minmax",
+    limit: int = 64,
+    batch_size: int = 8,
+    verify_images: int = 8,
+    max_rel_diff: Optional[float] = None,
+    preprocess: bool = True,
+    keep_fp32: Optional[str] = None,
+    target: str = "onnxruntime",
+) -> str:
+    """Statically quantize the artifact's fp32 ONNX graph to int8 (QDQ) and record it; returns the path.
+
+    calibration: folder / image files / pre-processed array (see the module docstring); at most
+    ``limit`` images are used. calibrate_method: 'minmax', 'entropy' or 'percentile'. out: destination
+    (default ``artifact_dir/model.int8.onnx``, ``model.int8.tensorrt.onnx`` for target='tensorrt').
+    max_rel_diff: raise if an output's ``max|int8 - fp32| / max|fp32|`` on the first ``verify_images``
+    calibration images exceeds it. keep_fp32: None (quantize every ``op_types`` node) or 'heads': keep
+    the Conv nodes not followed by a Relu (the last layer of each network, whose outputs are subtracted
+    from each other) in fp32. target: 'onnxruntime' (the ORT CPU backend's graph) or 'tensorrt' (the
+    Q/DQ graph of TensorRT's strongly typed INT8 build: int8 symmetric activations).
+    """
+    tgt = _check_target(target, "quantize_onnx")
+    artifact_dir = os.path.abspath(artifact_dir)
+    meta = read_meta(artifact_dir)
+    src = export_file(meta, artifact_dir, "onnx")
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"quantize_onnx: no fp32 ONNX export ({src}); run `edgead export {artifact_dir}` first")
+    data, calib_src = _calibration_data(calibration, meta, int(limit))
+    path = os.path.abspath(out) if out else os.path.join(artifact_dir, tgt["file"])
+    info = quantize_graph(src, path, data, target=target, per_channel=per_channel, op_types=op_types,
+                          calibrate_method=calibrate_method, batch_size=batch_size, verify_images=verify_images,
+                          max_rel_diff=max_rel_diff, preprocess=preprocess, keep_fp32=keep_fp32)
+    info["calibration"] = {"images": int(data.shape[0]), "source": calib_src}
+    record_export(artifact_dir, tgt["export_key"], path, info)
     return path

@@ -26,11 +26,11 @@ with p=0.1 (paper). At the end the teacher's per-channel output mean and std ove
     out_path with .json:     size, out_channels, backbone, weights, layers, image_size, backbone_scale,
                              projection, pdn_mean/pdn_std, iterations, batch_size, final_loss, n_images
 
-CLI (`cli_distill(args)`, arguments declared in edgead.cli so that the parser never imports torch):
+CLI (edgead.cli declares the arguments and calls distill_teacher; the parser never imports torch):
 
     edgead distill-teacher --backbone mobilenet_v2 --weights ../shared/weights/mobilenet_v2_imagenet.safetensors \
         --images /path/to/imagenet_or_any_images --out teacher_s.safetensors --size S --iterations 60000 \
-        --batch-size 8 [--image-size 256] [--layers layer2 layer3] [--device cuda] [--no-progress]
+        --batch-size 8 [--image-size 256] [--layers layer2 layer3] [--device cuda] [--quiet]
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ from torch import nn
 
 from edgead.models.efficientad import build_pdn, pdn_output_size, _check_size_name
 
-__all__ = ["FeatureTarget", "distill_teacher", "cli_distill"]
+__all__ = ["FeatureTarget", "distill_teacher"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -273,25 +273,3 @@ def distill_teacher(
     with open(os.path.splitext(out_path)[0] + ".json", "w") as f:
         json.dump(meta, f, indent=2)
     return meta
-
-
-def cli_distill(args) -> int:
-    """Run distill_teacher from the parsed `edgead distill-teacher` arguments; prints the sidecar; returns 0."""
-    isz = list(args.image_size)
-    meta = distill_teacher(
-        backbone=args.backbone,
-        weights=args.weights,
-        image_folder=args.images,
-        out_path=args.out,
-        size=args.size.upper(),
-        iterations=args.iterations,
-        batch_size=args.batch_size,
-        device=args.device,
-        progress=not args.no_progress,
-        image_size=(isz[0], isz[-1]),
-        layers=tuple(args.layers),
-        backbone_scale=args.backbone_scale,
-        seed=args.seed,
-    )
-    print(json.dumps(meta, indent=2))
-    return 0

@@ -257,7 +257,7 @@ def import_tensorrt():
         import tensorrt as trt
     except Exception as e:
         raise ImportError(
-            "TensorRT is not installed or cannot be loaded: on x86 `pip install tensorrt` (10.x); on Jetson use "
+            "TensorRT is not installed or cannot be loaded: on x86 `pip install 'tensorrt>=8.6,<12'`; on Jetson use "
             f"JetPack's python3-libnvinfer (see docs/jetson.md); import error: {e}"
         ) from e
     if not _trt_version_ok(getattr(trt, "__version__", "")):
@@ -520,8 +520,10 @@ class TorchBackend(Backend):
 
 
 class TensorRTBackend(Backend):  # pragma: no cover - needs tensorrt and a GPU
-    """TensorRT 10: deserialised engine, one execution context + stream + buffers per thread,
-    ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``."""
+    """TensorRT 8.6 / 10 / 11: deserialised engine, one execution context + stream + buffers per thread,
+    ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3`` (the name-based API of 8.5+, unchanged
+    in 11). Engines of both build paths (precision flags or strongly typed fp16 / Q/DQ graphs, see
+    edgead.export.tensorrt) take and return float32: the I/O dtypes are read from the engine."""
 
     name = "tensorrt"
 

@@ -334,24 +334,29 @@ class Detector:
             self.pixel_threshold = resolve_threshold(self.artifact.thresholds, "pixel", pixel_threshold)
 
     # ------------------------------------------------------------------------------------------
-    def infer_preprocessed(self, x: np.ndarray):
-        """(B,C,h,w) float32 pre-processed batch -> (scores (B,), maps (B,h,w)) at the model's size."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
+    def _scored_chunks(self, batches):
+        """Run backend + post-processing on each pre-processed (B,C,h,w) batch -> concatenated (scores, maps)."""
         scores, maps = [], []
-        for i in range(0, x.shape[0], self.batch_size):
-            chunk = x[i : i + self.batch_size]
-            t0 = _timer()
-            outs = self.backend.run(chunk)
-            t1 = _timer()
-            self._emit("network", t1 - t0, chunk.shape[0])
-            s, m = postprocess(self.model_type, outs, self.artifact, on_device=self.backend.outputs_on_device)
-            self._emit("post", _timer() - t1, chunk.shape[0])
-            scores.append(s)
-            maps.append(m)
+        for x in batches:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            for i in range(0, x.shape[0], self.batch_size):
+                chunk = x[i : i + self.batch_size]
+                t0 = _timer()
+                outs = self.backend.run(chunk)
+                t1 = _timer()
+                self._emit("network", t1 - t0, chunk.shape[0])
+                s, m = postprocess(self.model_type, outs, self.artifact, on_device=self.backend.outputs_on_device)
+                self._emit("post", _timer() - t1, chunk.shape[0])
+                scores.append(s)
+                maps.append(m)
         if not scores:
             h, w = self.preprocessing.size
             return np.zeros((0,), np.float32), np.zeros((0, h, w), np.float32)
         return np.concatenate(scores), np.concatenate(maps)
+
+    def infer_preprocessed(self, x: np.ndarray):
+        """(B,C,h,w) float32 pre-processed batch -> (scores (B,), maps (B,h,w)) at the model's size."""
+        return self._scored_chunks([x])
 
     def score_files(self, items, progress: bool = False, desc: str = "scoring", native: bool = False):
         """Image files (paths or edgead.data Samples) -> (scores (N,), maps (N,h,w) at the model's input size).
@@ -367,15 +372,8 @@ class Detector:
             return self._score_files_native(items, progress, desc)
         from edgead.data.datasets import iter_batches
 
-        scores, maps = [], []
-        for x, _ in iter_batches(items, self.preprocessing, batch_size=self.batch_size, progress=progress, desc=desc):
-            s, m = self.infer_preprocessed(x)
-            scores.append(s)
-            maps.append(m)
-        if not scores:
-            h, w = self.preprocessing.size
-            return np.zeros((0,), np.float32), np.zeros((0, h, w), np.float32)
-        return np.concatenate(scores), np.concatenate(maps)
+        batches = iter_batches(items, self.preprocessing, batch_size=self.batch_size, progress=progress, desc=desc)
+        return self._scored_chunks(x for x, _ in batches)
 
     def _score_files_native(self, items, progress: bool, desc: str):
         """score_files at native resolution: images are read batch_size at a time and scored by __call__."""

@@ -12,7 +12,7 @@ BORDER_REFLECT_101) (= the torch version's reflect-101 padding).
 Inputs may be NumPy arrays or device arrays (torch CUDA tensors, CuPy: ``SUPPORTS_CUDA_ARRAYS``):
 the kNN over the memory bank -- the only heavy step -- then runs on that device (edgead.ops.knn
 dispatches to the CUDA kernel on the caller's stream, against a copy of the bank and its squared
-norms cached per device on the artifact object); only its (B, N) distances / indices and the B
+norms cached per device -- host included -- on the artifact object); only its (B, N) distances / indices and the B
 arg-max embeddings are copied to the host for the reweighting, upsampling and blur (cv2).
 The artifact's host bank is cached on the artifact object (float32, C-contiguous) on first use.
 """
@@ -45,29 +45,30 @@ def _bank(artifact) -> Tuple[np.ndarray, np.ndarray]:
     return cache
 
 
-def _device_bank(artifact, emb) -> Tuple[Any, Any]:
-    """(bank, ||bank||^2) on the device and framework of `emb` (a torch tensor or a CuPy array), cached."""
+def _bank_like(artifact, emb) -> Tuple[Any, Any]:
+    """(bank, ||bank||^2) in the framework and on the device of `emb` (NumPy, torch CPU/CUDA, CuPy), cached on
+    the artifact per device: the bank is copied to a GPU once and its squared norms are computed once."""
     from edgead import ops
 
     bank, _ = _bank(artifact)
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(emb, torch.Tensor):
-        key = ("torch", str(emb.device))
-        make = lambda: torch.from_numpy(bank).to(emb.device)  # noqa: E731
-    else:  # CuPy (or another __cuda_array_interface__ array with a cupy-compatible module)
+    if isinstance(emb, np.ndarray):
+        key, make = ("numpy",), (lambda: bank)
+    elif torch is not None and isinstance(emb, torch.Tensor):
+        key, make = ("torch", str(emb.device)), (lambda: torch.from_numpy(bank).to(emb.device))
+    else:  # a CuPy array (TensorRT backend outputs)
         cupy = sys.modules["cupy"]
-        key = ("cupy", int(emb.device.id))
-        make = lambda: cupy.asarray(bank)  # noqa: E731
-    cache = getattr(artifact, "_patchcore_device_cache", None)
+        key, make = ("cupy", int(emb.device.id)), (lambda: cupy.asarray(bank))
+    cache = getattr(artifact, "_patchcore_bank_cache", None)
     if cache is None:
         cache = {}
         try:
-            artifact._patchcore_device_cache = cache
+            artifact._patchcore_bank_cache = cache
         except AttributeError:  # pragma: no cover - frozen objects
             pass
     if key not in cache:
-        dev_bank = make()
-        cache[key] = (dev_bank, ops.knn_bank_sq_norms(dev_bank))
+        x = make()
+        cache[key] = (x, ops.knn_bank_sq_norms(x))
     return cache[key]
 
 
@@ -121,18 +122,15 @@ def postprocess(outputs: Mapping[str, Any], artifact) -> Tuple[np.ndarray, np.nd
             f"postprocess(patchcore): 'embeddings' expected (B, {gh * gw}, {bank.shape[1]}), got {tuple(emb.shape)}"
         )
     b, n, d = (int(v) for v in emb.shape)
-    if on_device:  # kNN on the device against the cached device bank; small results come back to the host
-        if str(getattr(emb, "dtype", "")).replace("torch.", "") != "float32":
-            emb = emb.float() if hasattr(emb, "float") else emb.astype("float32")
-        emb = emb.contiguous() if hasattr(emb, "contiguous") else emb
-        dev_bank, dev_norms = _device_bank(artifact, emb)
-        dist, idx = ops.knn(emb.reshape(b * n, d), dev_bank, k=1, bank_sq_norms=dev_norms)
-        dist = _host(dist).astype(np.float32, copy=False).reshape(b, n)
-        idx = _host(idx).astype(np.int64, copy=False).reshape(b, n)
-    else:
-        dist, idx = ops.knn(emb.reshape(b * n, d), bank, k=1)
-        dist = np.asarray(dist, dtype=np.float32).reshape(b, n)
-        idx = np.asarray(idx, dtype=np.int64).reshape(b, n)
+    if on_device and str(getattr(emb, "dtype", "")).replace("torch.", "") != "float32":
+        emb = emb.float() if hasattr(emb, "float") else emb.astype("float32")
+    if on_device and hasattr(emb, "contiguous"):
+        emb = emb.contiguous()
+    # kNN where the embeddings are (GPU for CUDA arrays); only (B, N) results come back to the host
+    bank_x, norms = _bank_like(artifact, emb)
+    dist, idx = ops.knn(emb.reshape(b * n, d), bank_x, k=1, bank_sq_norms=norms)
+    dist = _host(dist).astype(np.float32, copy=False).reshape(b, n)
+    idx = _host(idx).astype(np.int64, copy=False).reshape(b, n)
     arg = dist.argmax(axis=1)
     rows = np.arange(b)
     s_star = dist[rows, arg]
