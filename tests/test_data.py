@@ -392,3 +392,159 @@ def test_import_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------------------------
+# bad-input probe defects (issue 11, item 7): each test failed before its fix
+# ------------------------------------------------------------------------------------------------
+REPO_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
+
+
+def _run_limited(code, timeout=60, mem_bytes=1 << 30):
+    """Run `code` in a child with an address-space limit (a decoder bomb cannot take the machine down)
+    and a timeout (a blocking read cannot hang the suite). Returns (returncode, stdout, stderr)."""
+    import edgead
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(edgead.__file__)), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    prelude = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (%d, %d))\n" % (mem_bytes, mem_bytes))
+    try:
+        p = subprocess.run([sys.executable, "-c", prelude + code], env=env, capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "", "timeout"
+    return p.returncode, p.stdout, p.stderr
+
+
+def _jpeg_claiming(w, h):
+    ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))
+    data = bytearray(buf.tobytes())
+    i = data.find(b"\xff\xc0")
+    assert i > 0
+    data[i + 5:i + 9] = int(h).to_bytes(2, "big") + int(w).to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_jpeg_header_claiming_30000x30000_is_refused_before_decoding(tmp_path):
+    """A 691-byte JPEG claiming 30000x30000 reached 5.2 GB RSS and a bare MemoryError."""
+    p = tmp_path / "bomb.jpg"
+    p.write_bytes(_jpeg_claiming(30000, 30000))
+    assert p.stat().st_size < 1000
+    code = ("from edgead.data.io import read_image, ImageReadError\n"
+            f"try:\n    read_image({str(p)!r})\nexcept ImageReadError as e:\n    print('ERR', e)\n")
+    rc, out, err = _run_limited(code, mem_bytes=1536 << 20)
+    assert rc == 0, err[-2000:]
+    assert "ERR" in out and "30000x30000" in out and str(p) in out
+
+
+def test_header_pixel_limit_is_configurable(tmp_path):
+    p = tmp_path / "a.png"
+    cv2.imwrite(str(p), np.zeros((40, 50), np.uint8))
+    with pytest.raises(ImageReadError, match=r"50x40.*a\.png"):
+        read_image(p, max_pixels=1999)
+    assert read_image(p, max_pixels=2000).shape == (40, 50)
+    from edgead.data import io as dio
+
+    old = (dio.MAX_IMAGE_PIXELS, dio.MAX_IMAGE_BYTES)
+    try:
+        dio.set_image_limits(max_pixels=100)
+        with pytest.raises(ImageReadError, match="a.png"):
+            read_image(p)
+    finally:
+        dio.set_image_limits(*old)
+    with pytest.raises(ValueError, match="max_pixels"):
+        read_image(p, max_pixels=0)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".tif", ".bmp", ".webp", ".ppm"])
+def test_header_size_matches_decoder(tmp_path, ext):
+    from edgead.data.io import image_header_size
+
+    img = np.zeros((37, 53, 3), np.uint8)
+    ok, buf = cv2.imencode(ext, img)
+    assert image_header_size(buf.tobytes()) == (53, 37)
+
+
+def test_file_size_limit(tmp_path):
+    p = tmp_path / "a.png"
+    cv2.imwrite(str(p), np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    with pytest.raises(ImageReadError, match=r"limit.*a\.png"):
+        read_image(p, max_bytes=100)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this OS")
+def test_fifo_is_refused_without_blocking(tmp_path):
+    """read_image / Detector(path) blocked forever on a FIFO."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    code = ("from edgead.data.io import read_image, ImageReadError\n"
+            f"try:\n    read_image({str(fifo)!r})\nexcept ImageReadError as e:\n    print('ERR', e)\n")
+    rc, out, err = _run_limited(code, timeout=30)
+    assert rc == 0 and "ERR" in out and "pipe.png" in out, (rc, out, err[-1000:])
+    with pytest.raises(ValueError, match=r"not a regular file.*pipe\.png"):
+        ImageFolder([str(fifo)])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_device_file_is_refused(tmp_path):
+    """read_image('/dev/zero') read until memory ran out."""
+    code = ("from edgead.data.io import read_image, ImageReadError\n"
+            "try:\n    read_image('/dev/zero')\nexcept ImageReadError as e:\n    print('ERR', e)\n")
+    rc, out, err = _run_limited(code, timeout=30)
+    assert rc == 0 and "ERR" in out and "/dev/zero" in out, (rc, out, err[-1000:])
+    with pytest.raises(ImageReadError, match="directory"):
+        read_image(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 2.0, -0.5])
+def test_float_tiff_out_of_range_names_file(tmp_path, bad):
+    img = np.full((8, 8), 0.5, np.float32)
+    img[3, 4] = bad
+    p = tmp_path / "float_img.tif"
+    assert cv2.imwrite(str(p), img)
+    with pytest.raises(ImageReadError, match=r"float_img\.tif"):
+        read_image(p)
+    ok = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    cv2.imwrite(str(p), ok)
+    np.testing.assert_array_equal(read_image(p), ok)
+
+
+def test_large_image_resized_before_float_conversion(rng):
+    """The pre-processing converted a 20000x20000 image to float32 before resizing (6.6 GB)."""
+    import tracemalloc
+
+    img = rng.integers(0, 256, (2400, 2400, 3), dtype=np.uint8)  # 5.8 M pixels > LARGE_IMAGE_PIXELS
+    pre = Preprocessing(size=(64, 64))
+    exact = pre.mean, pre.std
+    tracemalloc.start()
+    try:
+        out = pre(img)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < img.nbytes, f"pre-processing peaked at {peak / 1e6:.1f} MB for a {img.nbytes / 1e6:.1f} MB image"
+    # same result as resizing in float32 up to the uint8 rounding of the resized pixels
+    f = cv2.resize(img.astype(np.float32) / 255.0, (64, 64), interpolation=cv2.INTER_AREA)
+    ref = ((f - np.asarray(exact[0], np.float32)) / np.asarray(exact[1], np.float32)).transpose(2, 0, 1)
+    np.testing.assert_allclose(out, ref, atol=0.51 / 255 / min(exact[1]) + 1e-5)
+
+
+def test_heatmap_overlay_not_float64_full_size(rng):
+    import tracemalloc
+
+    from edgead.pipeline import heatmap_overlay
+
+    img = rng.integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
+    amap = rng.random((1500, 1500), dtype=np.float32)
+    tracemalloc.start()
+    try:
+        out = heatmap_overlay(img, amap, 0.0, 1.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    assert peak < 5 * img.nbytes, f"overlay peaked at {peak / 1e6:.1f} MB for a {img.nbytes / 1e6:.1f} MB image"
+    heat = cv2.applyColorMap((np.clip(amap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+    ref = (0.5 * heat.astype(np.float64) + 0.5 * img).astype(np.uint8)
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1

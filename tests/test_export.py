@@ -56,8 +56,9 @@ def test_export_onnx_other_out_and_opset(art, tmp_path):
     path, model = art
     out = eonnx.export_onnx(path, out=str(tmp_path / "elsewhere" / "m.onnx"), opset=18, model=model)
     assert os.path.isfile(out)
-    assert read_meta(path)["exports"]["onnx"]["file"] == out  # absolute when outside the artifact
-    assert read_meta(path)["exports"]["onnx"]["opset"] == 18
+    # edgead.json never points outside the artifact directory: an export written elsewhere is standalone
+    assert "onnx" not in (read_meta(path).get("exports") or {})
+    assert all(not os.path.isabs(f) for f in read_meta(path)["files"])
     with pytest.raises(ValueError, match="opset"):
         eonnx.export_onnx(path, opset=7, model=model)
 

@@ -117,15 +117,16 @@ def test_aupro_and_evaluate(rng):
     img_scores = maps.reshape(4, -1).max(1)
     img_labels = masks.reshape(4, -1).max(1)
     out = metrics.evaluate(img_scores, img_labels, maps, masks)
-    assert set(out) == {"image_auroc", "image_ap", "image_f1_max", "image_f1_threshold", "pixel_auroc", "pixel_ap",
-                        "pixel_f1_max", "aupro"}
+    img_keys = {"image_auroc", "image_ap", "image_f1_max", "image_f1_threshold", "image_fpr_at_recall",
+                "image_recall_threshold", "target_recall"}
+    assert set(out) == img_keys | {"pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro"}
     assert out["image_auroc"] == pytest.approx(sk.roc_auc_score(img_labels, img_scores), abs=1e-12)
     assert out["image_ap"] == pytest.approx(sk.average_precision_score(img_labels, img_scores), abs=1e-12)
     assert out["pixel_auroc"] == pytest.approx(sk.roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
     assert out["pixel_ap"] == pytest.approx(sk.average_precision_score(masks.ravel(), maps.ravel()), abs=1e-12)
     assert out["aupro"] == pytest.approx(ref, abs=1e-9)
     only_images = metrics.evaluate(img_scores, img_labels)
-    assert set(only_images) == {"image_auroc", "image_ap", "image_f1_max", "image_f1_threshold"}
+    assert set(only_images) == img_keys
 
 
 # ----------------------------------------------------------------------------------------------

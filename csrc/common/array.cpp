@@ -145,11 +145,30 @@ ArrayView from_cai(py::handle obj, const char* op, const char* arg) {
   return v;
 }
 
+// Every kernel reads its arrays through typed pointers: a buffer whose address is not a multiple of
+// its element size (np.frombuffer(b, offset=1).view(np.float32)) would be a misaligned load (UB).
+void require_aligned(const ArrayView& v, const char* op, const char* arg) {
+  const int item = dtype_size(v.dtype);
+  if (item <= 1 || v.numel() == 0) return;
+  const auto addr = reinterpret_cast<uintptr_t>(v.data);
+  bool ok = addr % static_cast<uintptr_t>(item) == 0;
+  for (size_t i = 0; i < v.strides.size(); ++i) ok = ok && (v.shape[i] == 1 || v.strides[i] % item == 0);
+  if (!ok)
+    throw_value_error(std::string(op) + ": argument '" + arg + "' expected a buffer aligned to its dtype " +
+                      dtype_name(v.dtype) + " (" + std::to_string(item) + " bytes), got address % " +
+                      std::to_string(item) + " = " + std::to_string(addr % static_cast<uintptr_t>(item)) +
+                      " or unaligned strides; pass a copy (e.g. np.array(x, copy=True))");
+}
+
 }  // namespace
 
 ArrayView to_view(py::handle obj, const char* op, const char* arg) {
   if (obj.is_none()) throw_type_error(std::string(op) + ": argument '" + arg + "' expected an array, got None");
-  if (py::hasattr(obj, "__cuda_array_interface__")) return from_cai(obj, op, arg);
+  if (py::hasattr(obj, "__cuda_array_interface__")) {
+    ArrayView v = from_cai(obj, op, arg);
+    require_aligned(v, op, arg);
+    return v;
+  }
   if (!PyObject_CheckBuffer(obj.ptr()))
     throw_type_error(std::string(op) + ": argument '" + arg +
                      "' expected a NumPy array or a CUDA array (__cuda_array_interface__), got " + type_name(obj));
@@ -164,6 +183,7 @@ ArrayView to_view(py::handle obj, const char* op, const char* arg) {
   v.shape.assign(info->shape.begin(), info->shape.end());
   v.strides.assign(info->strides.begin(), info->strides.end());
   v.buffer = std::move(info);
+  require_aligned(v, op, arg);
   return v;
 }
 

@@ -23,6 +23,7 @@
 #include <climits>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "common/cuda_check.cuh"
@@ -268,6 +269,9 @@ __global__ void KNN_TILE_BOUNDS knn_tile_kernel(const T* __restrict__ Qm, const 
 // ldm must be a multiple of 4 floats for the store, so the odd strides that would also fix a column
 // read are not available.
 constexpr int KB = 32, KBP = KB + 8, SP = BM + 8;
+// Static shared memory of the two tile kernels (bytes; ptxas reports the same, tests/test_cuda_resources.py).
+constexpr size_t kSimtStaticSmem = sizeof(float) * (2 * BK * (BQ + 1) + BQ * SPS);
+constexpr size_t kWmmaStaticSmem = sizeof(__half) * 2 * BQ * KBP + sizeof(float) * BQ * SP;
 
 __global__ void KNN_TILE_BOUNDS knn_tile_wmma_kernel(const __half* __restrict__ Qm,
                                                                 const __half* __restrict__ Bm,
@@ -486,20 +490,29 @@ int knn_cuda_impl(const T* Qm, const T* Bm, const float* bank_sq_norms, long lon
   }
   const size_t smem = (sizeof(float) + sizeof(int)) * BQ * k;  // topd + topi
   dim3 grid((unsigned)qtiles, (unsigned)splits);
-  int major = 0;
+  int major = 0, optin = 0;
   EDGEAD_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  bool launched = false;
+  EDGEAD_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const bool wmma = std::is_same<T, __half>::value && major >= 7;  // tensor cores
+  // Static tiles + the top-k lists must fit one block's shared memory: always on sm_70+ (>= 96 KiB
+  // opt-in), but GPUs with 48 KiB per block (sm_6x: the fp16 SIMT path) hold k <= 39 only.
+  const size_t static_smem = wmma ? kWmmaStaticSmem : kSimtStaticSmem;
+  if (static_smem + smem > (size_t)optin) {
+    const long long kmax = ((long long)optin - (long long)static_smem) / (long long)((sizeof(float) + sizeof(int)) * BQ);
+    throw std::invalid_argument("knn: argument 'k' expected k <= " + std::to_string(kmax) + " on this GPU (" +
+                                std::to_string(optin) + " bytes of shared memory per block), got k = " +
+                                std::to_string(k));
+  }
   if constexpr (std::is_same<T, __half>::value) {
-    if (major >= 7) {  // tensor cores
+    if (wmma) {
       EDGEAD_CUDA_CHECK(
           cudaFuncSetAttribute(knn_tile_wmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
       knn_tile_wmma_kernel<<<grid, THREADS, smem, s>>>(Qm, Bm, qn, bn, Q, M, D, k, tiles_per_split, part_d, part_i,
                                                        flag);
       EDGEAD_CUDA_CHECK_LAUNCH();
-      launched = true;
     }
   }
-  if (!launched) {
+  if (!wmma) {
     EDGEAD_CUDA_CHECK(cudaFuncSetAttribute(knn_tile_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     knn_tile_kernel<T><<<grid, THREADS, smem, s>>>(Qm, Bm, qn, bn, Q, M, D, k, tiles_per_split, part_d, part_i, flag);
     EDGEAD_CUDA_CHECK_LAUNCH();

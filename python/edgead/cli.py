@@ -3,7 +3,8 @@
     edgead train RECIPE DATA OUT [--category C] [--device auto] [--weights PATH] [--val-fraction F]
     edgead eval ARTIFACT DATA [--out DIR] [--set-threshold f1|fpr] [--backend torch|onnxruntime|tensorrt]
     edgead predict ARTIFACT INPUT... [--out DIR] [--backend torch|onnxruntime|tensorrt]
-    edgead export ARTIFACT [--format onnx|tensorrt] [--precision fp32|fp16|int8] [--dla-core N] [--out PATH]
+    edgead export ARTIFACT [--format onnx|tensorrt|triton] [--precision fp32|fp16|int8] [--dla-core N] [--out PATH]
+    edgead serve ARTIFACT [--backend B] [--http-port 8000] [--grpc-port 8001] [--max-batch-size 32] [...]
     edgead bench ARTIFACT... [--backend B] [--batch-sizes 1,8] [--out PATH]
     edgead distill-teacher --images DIR --out FILE [...]
     edgead make-data OUT [--n-images N] [--size S]
@@ -111,6 +112,14 @@ def _batch_sizes(text: str) -> List[int]:
 
 
 _POSITIVE = _int_at_least(1)
+
+
+def _threshold_spec(text: str):
+    """A threshold option: a number, else a candidate name (resolved by runtime.resolve_threshold)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 _NON_NEGATIVE = _int_at_least(0)
 _VAL_FRACTION = _float_in(0.0, 1.0, lo_open=False, hi_open=True)
 _RATIO = _float_in(0.0, 1.0, lo_open=True, hi_open=False)
@@ -141,9 +150,19 @@ def cmd_train(a) -> int:
     if a.image_size is not None:
         overrides["image_size"] = [a.image_size, a.image_size]
     overrides.update(tile=a.tile, stride=a.stride)
+    if a.defects or a.init:  # mixed supervision (edgead.models.mixed) only
+        if load_recipe_model(a.recipe) != "mixed":
+            raise ValueError("--defects/--init: only the 'mixed' model learns from real defects / continues training")
+        overrides["defects"], overrides["init"] = a.defects, a.init
     pipeline.train(recipe, a.data, a.out, category=a.category, device=a.device, progress=not a.quiet,
                    overrides=overrides)
     return 0
+
+
+def load_recipe_model(recipe: str) -> str:
+    from edgead.pipeline import load_recipe
+
+    return load_recipe(_recipe_path(recipe))["model"]
 
 
 def cmd_eval(a) -> int:
@@ -169,8 +188,23 @@ def cmd_predict(a) -> int:
 def cmd_export(a) -> int:
     from edgead.export import export_artifact
 
+    triton = None
+    if a.format == "triton":
+        triton = dict(max_batch_size=a.max_batch_size, max_queue_delay_us=a.max_queue_delay_us,
+                      instances=a.instances, instance_kind=a.instance_kind, name=a.model_name)
     export_artifact(a.artifact, format=a.format, precision=a.precision, dla_core=a.dla_core, out=a.out,
-                    calibration=a.calibration)
+                    calibration=a.calibration, triton=triton)
+    return 0
+
+
+def cmd_serve(a) -> int:
+    from edgead.serve import serve
+
+    serve(a.artifact, backend=a.backend, device=None if a.device == "auto" else a.device, precision=a.precision,
+          threshold=a.threshold, pixel_threshold=a.pixel_threshold, name=a.model_name, host=a.host,
+          http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, max_batch_size=a.max_batch_size,
+          max_queue_delay_us=a.max_queue_delay_us, dynamic_batching=not a.no_dynamic_batching, instances=a.instances,
+          log_verbose=a.log_verbose)
     return 0
 
 
@@ -332,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--coreset-ratio", type=_RATIO, default=None, help="PatchCore coreset ratio in (0, 1] (overrides the recipe)")
     t.add_argument("--image-size", type=_POSITIVE, default=None, help="square input size (overrides the recipe)")
     tiling(t)
+    t.add_argument("--defects", default=None,
+                   help="mixed model: folder of real defects (<type>/* images, ground_truth/<type>/<stem>_mask.png "
+                        "masks; an image without mask is an image-level label)")
+    t.add_argument("--init", default=None, help="mixed model: continue training from this earlier artifact")
     torch_device(t)
     quiet(t)
     t.set_defaults(func=cmd_train)
@@ -341,8 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("data", help="dataset category folder with test/ (and ground_truth/)")
     e.add_argument("--out", default=None, help="report folder (None: ARTIFACT/eval)")
     e.add_argument("--category", default=None, help="category sub-folder of DATA")
-    e.add_argument("--set-threshold", choices=["f1", "fpr"], default=None,
-                   help="activate the F1-optimal or FPR-0.5%% threshold in the artifact")
+    e.add_argument("--set-threshold", choices=["f1", "fpr", "recall"], default=None,
+                   help="activate the F1-optimal, FPR-0.5%% or recall-95%% threshold in the artifact")
     scoring(e, 16)
     tiling(e)
     quiet(e)
@@ -357,17 +395,45 @@ def build_parser() -> argparse.ArgumentParser:
     quiet(pr)
     pr.set_defaults(func=cmd_predict)
 
-    ex = verb("export", "export an artifact to ONNX / a TensorRT engine")
+    def triton_batching(sp):
+        sp.add_argument("--model-name", default="edgead", help="Triton model name clients call")
+        sp.add_argument("--max-batch-size", type=_POSITIVE, default=32, help="Triton max batch size")
+        sp.add_argument("--max-queue-delay-us", type=_NON_NEGATIVE, default=500,
+                        help="dynamic batching: how long a request may wait for others (microseconds)")
+        sp.add_argument("--instances", type=_POSITIVE, default=1, help="model instances (Triton instance group count)")
+
+    ex = verb("export", "export an artifact to ONNX / a TensorRT engine / a Triton model repository")
     ex.add_argument("artifact", help="artifact directory")
-    ex.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx", help="what to write")
+    ex.add_argument("--format", choices=["onnx", "tensorrt", "triton"], default="onnx",
+                    help="what to write (triton: a model repository at --out, see docs/serving.md)")
     ex.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
                     help="TensorRT precision (None: fp16); for --format onnx: fp32 (None) or int8 "
                          "(ONNX Runtime static quantization -> model.int8.onnx, needs --calibration)")
     ex.add_argument("--dla-core", type=_NON_NEGATIVE, default=None, help="Jetson DLA core for TensorRT (GPU fallback on)")
     ex.add_argument("--calibration", default=None,
                     help="folder of normal images for INT8 calibration (required with --precision int8)")
-    ex.add_argument("--out", default=None, help="output path (None: inside the artifact)")
+    ex.add_argument("--out", default=None, help="output path (None: inside the artifact; required for triton)")
+    triton_batching(ex)
+    ex.add_argument("--instance-kind", choices=["gpu", "cpu"], default="gpu",
+                    help="triton: where the network's instances run (KIND_GPU / KIND_CPU)")
     ex.set_defaults(func=cmd_export)
+
+    sv = verb("serve", "serve an artifact with Triton Inference Server (PyTriton; needs edgead[serve])")
+    sv.add_argument("artifact", help="artifact directory")
+    sv.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"], default="auto",
+                    help="runtime.Detector backend")
+    sv.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the backend runs")
+    sv.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None, help="backend precision")
+    sv.add_argument("--threshold", type=_threshold_spec, default=None, help="image threshold: a number or a candidate name (None: the artifact's)")
+    sv.add_argument("--pixel-threshold", type=_threshold_spec, default=None, help="pixel threshold: a number or a candidate name")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the server on the network)")
+    sv.add_argument("--http-port", type=_POSITIVE, default=8000, help="HTTP port")
+    sv.add_argument("--grpc-port", type=_POSITIVE, default=8001, help="gRPC port")
+    sv.add_argument("--metrics-port", type=_POSITIVE, default=8002, help="Prometheus metrics port")
+    triton_batching(sv)
+    sv.add_argument("--no-dynamic-batching", action="store_true", help="serve each request as sent")
+    sv.add_argument("--log-verbose", type=_NON_NEGATIVE, default=0, help="tritonserver log verbosity")
+    sv.set_defaults(func=cmd_serve)
 
     b = verb("bench", "latency / throughput of an artifact on runtime backends")
     b.add_argument("artifact", nargs="+", help="artifact directories")

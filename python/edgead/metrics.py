@@ -8,6 +8,7 @@ sample is predicted anomalous when score >= threshold. Curves have one point per
 - pr_curve / average_precision: equal to sklearn.metrics.precision_recall_curve /
   average_precision_score (AP = sum_k (R_k - R_{k-1}) P_k).
 - f1_max, mcc, fpr_at_threshold, recall_at_threshold, threshold_at_fpr.
+- threshold_at_recall / fpr_at_recall: the industrial operating point (recall >= target, lowest FPR).
 - pro_curve / aupro: MVTec AD per-region overlap (edgead.ops.pro_curve, C++/CUDA kernel).
 - evaluate: the usual image- and pixel-level table in one dict.
 
@@ -34,6 +35,8 @@ __all__ = [
     "fpr_at_threshold",
     "recall_at_threshold",
     "threshold_at_fpr",
+    "threshold_at_recall",
+    "fpr_at_recall",
     "pro_curve",
     "aupro",
     "pixel_auroc",
@@ -282,6 +285,33 @@ def threshold_at_fpr(scores: Any, labels: Any, target_fpr: float) -> float:
     return float(thr[k])
 
 
+def threshold_at_recall(scores: Any, labels: Any, target_recall: float) -> float:
+    """The highest threshold whose recall is >= target_recall (so the lowest FPR among those that keep
+    the recall). Predict anomalous when score >= the result."""
+    fn = "threshold_at_recall"
+    s, y = _pair(scores, labels, fn)
+    target = _threshold(target_recall, fn, "target_recall")
+    if not 0.0 <= target <= 1.0:
+        raise ValueError(f"{fn}: argument 'target_recall' expected a value in [0, 1], got {target}")
+    if not y.any():
+        raise ValueError(f"{fn}: recall is undefined without positives: argument 'labels' has no 1")
+    fps, tps, thr = _clf_curve(s, y)
+    k = int(np.nonzero(tps / tps[-1] >= target)[0][0])  # tps ends at all positives, so some k exists
+    return float(thr[k])
+
+
+def fpr_at_recall(scores: Any, labels: Any, target_recall: float = 0.95) -> Tuple[float, float]:
+    """(FPR, threshold) at threshold_at_recall: the false-positive rate a line pays to catch at least
+    target_recall of the defects."""
+    fn = "fpr_at_recall"
+    s, y = _pair(scores, labels, fn)
+    if y.all():
+        raise ValueError(f"{fn}: the FPR is undefined without normal samples: argument 'labels' has no 0")
+    t = threshold_at_recall(s, y, target_recall)
+    tp, fp, fn_, tn = _confusion(s, y, t)
+    return fp / (fp + tn), t
+
+
 # ----------------------------------------------------------------------------------------------
 # pixel level and PRO
 # ----------------------------------------------------------------------------------------------
@@ -384,14 +414,17 @@ def pixel_average_precision(anomaly_maps: Any, masks: Any) -> float:
 
 
 def evaluate(image_scores: Any, image_labels: Any, anomaly_maps: Any = None, masks: Any = None,
-             fpr_limit: float = 0.3) -> Dict[str, float]:
-    """Image metrics (image_auroc, image_ap, image_f1_max, image_f1_threshold) and, with maps and
+             fpr_limit: float = 0.3, target_recall: float = 0.95) -> Dict[str, float]:
+    """Image metrics (image_auroc, image_ap, image_f1_max, image_f1_threshold, image_fpr_at_recall and
+    image_recall_threshold at `target_recall`) and, with maps and
     masks, pixel metrics (pixel_auroc, pixel_ap, pixel_f1_max, aupro at fpr_limit)."""
     fn = "evaluate"
     s, y = _pair(image_scores, image_labels, fn, "image_scores", "image_labels")
     _need_both_classes(y, fn, "image_labels", "image AUROC")
     out: Dict[str, float] = {"image_auroc": _auroc(s, y), "image_ap": _ap(s, y)}
     out["image_f1_max"], out["image_f1_threshold"] = _f1_max(s, y)
+    out["image_fpr_at_recall"], out["image_recall_threshold"] = fpr_at_recall(s, y, target_recall)
+    out["target_recall"] = float(target_recall)
     if (anomaly_maps is None) != (masks is None):
         raise ValueError(f"{fn}: arguments 'anomaly_maps' and 'masks' go together, got only "
                          f"'{'anomaly_maps' if masks is None else 'masks'}'")

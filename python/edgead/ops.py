@@ -121,10 +121,59 @@ def aupro(anomaly_maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
+#: the kernels take scalar ints as C int (32 bit): anything outside is rejected here, before any allocation
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
 def _int_arg(op: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{op}: argument '{name}' expected an int, got {type(value).__name__}")
-    return int(value)
+    """An int argument (bools and floats -> TypeError; outside the kernels' int32 range -> ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or isinstance(value, np.bool_):
+        raise TypeError(f"{op}: argument '{name}' expected an int, got {type(value).__name__} {value!r}")
+    v = int(value)
+    if not _INT32_MIN <= v <= _INT32_MAX:
+        raise ValueError(f"{op}: argument '{name}' expected an int in [{_INT32_MIN}, {_INT32_MAX}], got {v}")
+    return v
+
+
+#: smallest normal and largest finite float32: msgms runs its constant `c` in float32
+_F32_TINY = float(np.finfo(np.float32).tiny)
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _float32_positive_arg(op: str, name: str, value: Any) -> float:
+    """A finite float > 0 that float32 represents as a normal number (the kernels compute in float32)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: argument '{name}' expected a float, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not (np.isfinite(v) and _F32_TINY <= v <= _F32_MAX):
+        raise ValueError(f"{op}: argument '{name}' expected a finite value > 0 that float32 represents as a normal "
+                         f"number ([{_F32_TINY:.4g}, {_F32_MAX:.4g}]), got {v!r}")
+    return v
+
+
+#: knn forms |q|^2 - 2 q.b + |b|^2 in float32: every row norm must stay below sqrt(FLT_MAX) / 2
+_KNN_MAX_NORM = float(np.sqrt(np.float64(np.finfo(np.float32).max)) / 2.0)
+
+
+def _check_knn_range(op: str, name: str, x: Any) -> None:
+    """Finite rows whose squared norm overflows float32 gave index -1 / distance inf: reject them.
+
+    Host arrays only (a CUDA array is not copied to the host for this scan)."""
+    if not isinstance(x, np.ndarray) or x.ndim != 2 or x.size == 0 or x.dtype.kind != "f":
+        return
+    if x.dtype == np.float16:
+        return  # |x| <= 65504: float32 squared norms cannot overflow
+    amax = max(float(x.max()), -float(x.min()))  # no |x| temporary (the bank may be large)
+    if not np.isfinite(amax):
+        return  # NaN / inf: the kernel's own finite check names the argument
+    if amax * np.sqrt(x.shape[1]) < _KNN_MAX_NORM:  # cheap bound: no row can reach the limit
+        return
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    worst = int(np.argmax(norms))
+    if norms[worst] >= _KNN_MAX_NORM:
+        raise ValueError(
+            f"{op}: argument '{name}' row {worst} has L2 norm {norms[worst]:.3g}; knn computes squared norms in "
+            f"float32 and needs every row norm < {_KNN_MAX_NORM:.3g} (rescale the features)")
 
 
 def knn_bank_sq_norms(bank: Any):
@@ -150,11 +199,27 @@ def knn(queries: Any, bank: Any, k: int = 1, bank_sq_norms: Any = None):
     (distance, index). Distances are L2, not squared. Neighbours are selected with the tiled form
     max(|q|^2 - 2 q.b + |b|^2, 0) (ties -> lowest bank index; the Q x M matrix is never formed); the
     reported distances of the k winners are then recomputed directly as sqrt(sum((q - b)^2)).
+    NaN/inf in queries or bank raise ValueError on every device; on CUDA the check is fused into the
+    kernel and read back with one stream synchronisation (skipped while the stream is being captured
+    into a CUDA graph).
     """
     op = "knn"
     k = _int_arg(op, "k", k)
     arrs, on_cuda, stream = _prepare(op, queries=queries, bank=bank, bank_sq_norms=bank_sq_norms)
     q = arrs["queries"]
+    _check_knn_range(op, "queries", q)
+    norms = arrs["bank_sq_norms"]
+    if norms is None:
+        _check_knn_range(op, "bank", arrs["bank"])  # one pass, like the kernel's own norm computation
+    elif isinstance(norms, np.ndarray) and norms.size and norms.dtype.kind == "f":
+        top = float(np.max(norms))  # precomputed float32 |b|^2: overflowed rows are inf (or NaN)
+        if not top < _KNN_MAX_NORM * _KNN_MAX_NORM:
+            raise ValueError(f"{op}: argument 'bank' has a row whose squared L2 norm is {top:.3g} (bank_sq_norms); "
+                             f"knn needs every row norm < {_KNN_MAX_NORM:.3g} (rescale the features)")
+    m = arrs["bank"].shape[0] if getattr(arrs["bank"], "ndim", 0) == 2 else None
+    if m is not None and k > m >= 1:  # before allocating (Q, k) outputs; same message as the kernel
+        raise ValueError(f"{op}: argument 'k' expected k <= bank rows M = {m} (bank smaller than k), "
+                         f"got k = {k}")
     nq = int(q.shape[0]) if getattr(q, "ndim", 0) == 2 else 0
     dist = _arrays.empty_like_device(q, (nq, max(k, 0)), "float32")
     idx = _arrays.empty_like_device(q, (nq, max(k, 0)), "int64")
@@ -291,6 +356,9 @@ def msgms_map(image: Any, reconstruction: Any, c: float = 0.0026, scales: int = 
     CUDA arrays run on the caller's current stream.
     """
     op = "msgms_map"
+    c = _float32_positive_arg(op, "c", c)
+    scales = _int_arg(op, "scales", scales)
+    mean_filter = _int_arg(op, "mean_filter", mean_filter)
     arrays, on_cuda, stream = _prepare(op, image=image, reconstruction=reconstruction, out=out)
     x = arrays["image"]
     shape = tuple(getattr(x, "shape", ()))
@@ -299,8 +367,7 @@ def msgms_map(image: Any, reconstruction: Any, c: float = 0.0026, scales: int = 
             raise ValueError(f"{op}: argument 'image' expected 4 dimensions (B, C, H, W), got shape {shape}")
         out = _arrays.empty_like_device(image, (shape[0], shape[2], shape[3]), "float32")
     target = arrays["out"] if arrays["out"] is not None else _arrays.as_kernel_input(out, "out", op)
-    _C().msgms_map(x, arrays["reconstruction"], target, c=float(c), scales=int(scales),
-                   mean_filter=int(mean_filter), stream=stream)
+    _C().msgms_map(x, arrays["reconstruction"], target, c=c, scales=scales, mean_filter=mean_filter, stream=stream)
     return out
 
 
@@ -318,7 +385,9 @@ def softmask_apply(pred: Any, features: Any, out: Any = None):
     interpolation with torch's index rule (``src = min(floor(dst * float(in / out)), in - 1)``), and
     multiplied into every channel: ``out[b, c] = features[b, c] * mask[b]`` (float32 arithmetic,
     one rounding to float16 for float16 features). ``out`` may be ``features`` (in place).
-    CPU predictions must be finite (ValueError); CUDA predictions are not scanned.
+    Predictions must be finite (ValueError naming the image; that image's ``out`` is not written); on
+    CUDA the check is part of the kernel and read back with one stream synchronisation (skipped while
+    the stream is being captured into a CUDA graph).
     """
     op = "softmask_apply"
     arrays, on_cuda, stream = _prepare(op, pred=pred, features=features, out=out)

@@ -41,6 +41,7 @@ __all__ = ["load_recipe", "train", "evaluate", "predict", "resolve_device", "loa
            "heatmap_overlay", "TARGET_FPR"]
 
 TARGET_FPR = 0.005
+TARGET_RECALL = 0.95
 _TRAIN_DEFAULTS = {"val_fraction": 0.1, "seed": 0, "threshold_quantile": 0.995}
 
 
@@ -369,8 +370,8 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
     from edgead.artifact import read_meta, update_meta
     from edgead.data.datasets import load_mask
 
-    if set_threshold not in (None, "f1", "fpr"):
-        raise ValueError(f"set_threshold: expected None, 'f1' or 'fpr', got {set_threshold!r}")
+    if set_threshold not in (None, "f1", "fpr", "recall"):
+        raise ValueError(f"set_threshold: expected None, 'f1', 'fpr' or 'recall', got {set_threshold!r}")
     out_dir = _prepare_out_dir(out_dir, "out_dir")
     det = load_detector(artifact_dir, backend=backend, device=device, precision=precision, batch_size=batch_size,
                         tile=tile, stride=stride)
@@ -399,6 +400,8 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
         cand["image_f1"] = float(m["image_f1_threshold"])
     if has_masks:
         cand["pixel_f1"] = float(metrics.f1_max(_ravel(maps), _ravel(masks))[1])
+    if "image_recall_threshold" in m:  # the industrial operating point: recall >= TARGET_RECALL
+        cand[f"image_recall{TARGET_RECALL:g}"] = float(m["image_recall_threshold"])
     if normal.size:
         cand[f"image_fpr{TARGET_FPR:g}"] = _fpr_threshold(scores, labels, TARGET_FPR)
         if has_masks:
@@ -416,6 +419,10 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
         th["image"] = cand[f"image_fpr{TARGET_FPR:g}"]
         th["pixel"] = cand.get(f"pixel_fpr{TARGET_FPR:g}", th.get("pixel"))
         th["source"] = f"test normal images at FPR {TARGET_FPR:g} (edgead eval --set-threshold fpr)"
+    elif set_threshold == "recall" and f"image_recall{TARGET_RECALL:g}" in cand:
+        th["image"] = cand[f"image_recall{TARGET_RECALL:g}"]
+        th["source"] = (f"test defects at recall >= {TARGET_RECALL:g}, FPR {m['image_fpr_at_recall']:.4g} "
+                        "(edgead eval --set-threshold recall)")
 
     files = _plot_curves(out_dir, scores, labels, maps if has_masks else None, masks if has_masks else None, m)
     with open(os.path.join(out_dir, "scores.csv"), "w", newline="") as f:
@@ -435,7 +442,7 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
         json.dump(report, f, indent=2)
     update_meta(os.fspath(artifact_dir), thresholds=th)  # last: a failure above leaves the artifact as it was
     if progress:
-        rows = [(k, _fmt(m.get(k))) for k in ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap",
+        rows = [(k, _fmt(m.get(k))) for k in ("image_auroc", "image_ap", "image_f1_max", "image_fpr_at_recall", "pixel_auroc", "pixel_ap",
                                               "pixel_f1_max", "aupro") if k in m]
         rows += [("test images", f"{len(test)} ({int(labels.sum())} anomalous)"), ("ms / image", f"{report['ms_per_image']}"),
                  ("metrics", os.path.join(out_dir, "metrics.json"))]
@@ -482,9 +489,16 @@ def heatmap_overlay(image: np.ndarray, amap: np.ndarray, lo: float, hi: float, a
     img = to_uint8(image)
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
-    norm = np.clip((amap - lo) / max(hi - lo, 1e-12), 0, 1)
-    heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]  # BGR -> RGB
-    return (alpha * heat + (1 - alpha) * img).astype(np.uint8)
+    # uint8 throughout (a float64 full-size overlay was 24 bytes per pixel); same values as
+    # (alpha * heat + (1 - alpha) * img).astype(uint8) up to one unit of rounding
+    scale = 255.0 / max(float(hi) - float(lo), 1e-12)
+    t = np.clip(np.asarray(amap, dtype=np.float32), lo, hi)  # one float32 temporary, then in place
+    t -= np.float32(lo)
+    t *= np.float32(scale)
+    norm = t.astype(np.uint8)  # truncation, as before
+    del t
+    heat = cv2.cvtColor(cv2.applyColorMap(norm, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(heat, float(alpha), np.ascontiguousarray(img), 1.0 - float(alpha), 0.0, dtype=cv2.CV_8U)
 
 
 def predict(artifact_dir, inputs, out_dir, device: str = "auto", progress: bool = True, batch_size: int = 8,

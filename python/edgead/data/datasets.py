@@ -329,6 +329,8 @@ class ImageFolder:
                 paths.extend(found)
             elif os.path.isfile(p):
                 paths.append(p)
+            elif os.path.exists(p):
+                raise ValueError(f"image path is not a regular file or a folder (FIFO, socket or device): {p}")
             else:
                 raise ValueError(f"image path does not exist: {p}")
         if not paths:

@@ -9,7 +9,8 @@ Order of operations in ``Preprocessing.__call__``:
    through when it is finite and within [0, 1] (else ValueError).
 2. channels: grey -> 3 channels by replication (``channels == 3``); RGB -> grey with OpenCV's
    luminance ``0.299 R + 0.587 G + 0.114 B`` (``channels == 1``). RGBA drops alpha.
-3. resize to ``size`` (h, w). ``interpolation="auto"`` (default) uses ``cv2.INTER_AREA`` when
+3. resize to ``size`` (h, w) (uint8/uint16 images over ``LARGE_IMAGE_PIXELS`` pixels are resized
+   in their own dtype before step 1, so a huge image never exists as float32). ``interpolation="auto"`` (default) uses ``cv2.INTER_AREA`` when
    the image shrinks in both directions and ``cv2.INTER_LINEAR`` otherwise (enlarging or
    mixed). ``"area"``, ``"linear"``, ``"cubic"`` and ``"nearest"`` force one method.
 4. normalise per channel: ``(x - mean) / std``; output is C-contiguous float32 ``(C, h, w)``.
@@ -52,6 +53,8 @@ _CV2_INTER = {
     "nearest": cv2.INTER_NEAREST,
 }
 _FIELDS = ("size", "channels", "mean", "std", "interpolation")
+#: integer images with more pixels than this are resized before the float32 conversion (memory)
+LARGE_IMAGE_PIXELS = 1 << 22
 _REQUIRED = ("size", "channels", "mean", "std")
 
 
@@ -199,12 +202,17 @@ class Preprocessing:
             raise ValueError(f"img: expected HxW (grey) or HxWx3 (RGB) array, got shape {a.shape}")
         if a.shape[0] == 0 or a.shape[1] == 0:
             raise ValueError(f"img: empty image of shape {a.shape}")
+        h, w = self.size
+        if a.dtype in (np.uint8, np.uint16) and a.shape[0] * a.shape[1] > LARGE_IMAGE_PIXELS and h * w < a.shape[0] * a.shape[1]:
+            # A large integer image is resized in its own dtype first: converting it to float32 first
+            # needs 4 bytes per pixel and channel (4.8 GB for a 20000x20000 RGB PNG). The result differs
+            # from the float path by the integer rounding of the resized pixels (<= 0.5 / 255).
+            a = cv2.resize(np.ascontiguousarray(a), (w, h), interpolation=self.cv2_interpolation(a.shape[:2]))
         f = to_float01(a)
         if self.channels == 3 and f.ndim == 2:
             f = np.repeat(f[:, :, None], 3, axis=2)
         elif self.channels == 1 and f.ndim == 3:
             f = cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY)
-        h, w = self.size
         if f.shape[:2] != (h, w):
             f = cv2.resize(np.ascontiguousarray(f), (w, h), interpolation=self.cv2_interpolation(f.shape[:2]))
         if f.ndim == 2:

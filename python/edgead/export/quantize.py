@@ -45,7 +45,8 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from edgead.artifact import INT8_ONNX_FILE, export_file, read_meta, record_export, sha256_file
+from edgead.artifact import (INT8_ONNX_FILE, export_file, read_meta, record_export, sha256_file,
+                             verified_path)
 
 DEFAULT_OP_TYPES = ("Conv", "Relu")
 EXPORT_KEY = "onnx_int8"
@@ -297,6 +298,7 @@ def quantize_onnx(
     src = export_file(meta, artifact_dir, "onnx")
     if not os.path.isfile(src):
         raise FileNotFoundError(f"quantize_onnx: no fp32 ONNX export ({src}); run `edgead export {artifact_dir}` first")
+    src = verified_path(artifact_dir, os.path.relpath(src, artifact_dir), meta=meta)  # sha256 as recorded
     data, calib_src = _calibration_data(calibration, meta, int(limit))
     path = os.path.abspath(out) if out else os.path.join(artifact_dir, tgt["file"])
     info = quantize_graph(src, path, data, target=target, per_channel=per_channel, op_types=op_types,

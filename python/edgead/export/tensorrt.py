@@ -59,7 +59,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edgead.artifact import ENGINES_DIR, export_file, read_meta, sha256_file
+from edgead.artifact import ENGINES_DIR, export_file, read_meta, record_file, sha256_file, verified_path
+
+_sha256 = sha256_file  # the name tests/test_tensorrt_api.py uses
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BUILD_PATHS = ("flags", "strongly_typed")
@@ -468,9 +470,10 @@ def build_engine(
                      path=plan.path, graph=plan.graph, graph_sha256=sha256_file(graph_path))
     base = os.path.join(cache_dir, _engine_name(key))
     engine_path, key_path = base + ".engine", base + ".json"
+    is_artifact = os.path.isfile(os.path.join(artifact_dir, "edgead.json"))
     if not force and os.path.isfile(engine_path) and os.path.isfile(key_path):
         with open(key_path) as f:
-            if json.load(f).get("key") == key:
+            if json.load(f).get("key") == key and _cached_engine_ok(artifact_dir, engine_path, is_artifact):
                 return engine_path
     # only a build needs the calibration data: a cached int8 engine is found without it
     data = None
@@ -510,7 +513,24 @@ def build_engine(
         json.dump({"key": key, "onnx": onnx_path, "graph": graph_path, "plan": asdict(plan),
                    "build_seconds": round(time.time() - t0, 2), "workspace_gib": workspace_gib},
                   f, indent=2, sort_keys=True)
+    if is_artifact:  # the runtime verifies the engine against this sha256 before deserialising it
+        record_file(artifact_dir, engine_path)
     return engine_path
+
+
+def _cached_engine_ok(artifact_dir: str, engine_path: str, is_artifact: bool) -> bool:
+    """A cached engine inside an artifact is reused only when it matches its recorded sha256."""
+    if not is_artifact:
+        return True
+    root = os.path.realpath(artifact_dir)
+    real = os.path.realpath(engine_path)
+    if os.path.commonpath([root, real]) != root:
+        return True
+    try:
+        verified_path(artifact_dir, os.path.relpath(real, root))
+    except Exception:  # not recorded (older edgead) or altered: rebuild it
+        return False
+    return True
 
 
 def find_or_build_engine(artifact_dir: str, precision: str = "fp16", **kwargs) -> str:  # pragma: no cover - GPU
@@ -522,4 +542,5 @@ def find_or_build_engine(artifact_dir: str, precision: str = "fp16", **kwargs) -
             f"artifact '{artifact_dir}' has no ONNX export: run `edgead export {artifact_dir}` "
             f"(then `edgead export {artifact_dir} --format tensorrt` on the target GPU)"
         )
+    onnx_path = verified_path(artifact_dir, os.path.relpath(onnx_path, os.path.abspath(artifact_dir)), meta=meta)
     return build_engine(onnx_path, precision=precision, artifact_dir=artifact_dir, **kwargs)

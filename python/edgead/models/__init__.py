@@ -11,6 +11,7 @@ _MODULES = {
     "efficientad": ("edgead.models.efficientad", "EfficientAD"),
     "puad": ("edgead.models.puad", "PUAD"),
     "fader": ("edgead.models.fader", "FADeR"),
+    "mixed": ("edgead.models.mixed", "MixedSupervision"),
 }
 
 

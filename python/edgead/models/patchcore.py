@@ -180,6 +180,9 @@ def _knn(queries, bank, k=1):
     from edgead import ops
 
     d, i = ops.knn(queries, bank, k=k)
+    if bool((i < 0).any()):  # never index the bank with -1 (a CUDA overflow the host scan cannot see)
+        raise ValueError("patchcore: knn found no finite nearest bank row for some embeddings (float32 overflow "
+                         "of the squared norms); the features are out of range")
     if isinstance(queries, torch.Tensor):
         d = torch.as_tensor(d, device=queries.device)
         i = torch.as_tensor(i, device=queries.device)

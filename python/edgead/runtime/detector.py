@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 import cv2
 import numpy as np
 
-from edgead.artifact import Artifact, ArtifactError, engines_dir, export_file, load_artifact
+from edgead.artifact import Artifact, ArtifactError, engines_dir, export_file, load_artifact, read_meta, verified_path
 from edgead.runtime import backends as _backends
 from edgead.runtime.postprocess import postprocess
 from edgead.tiling import Tiling, resolve_tiling, tiled_predict
@@ -204,6 +204,16 @@ def _check_batch_size(batch_size) -> Optional[int]:
     return int(batch_size)
 
 
+def _verified_engine(artifact_dir: str, engine: str) -> str:
+    """An engine inside the artifact directory must match its recorded sha256 (edgead.json files);
+    an engine file the caller names outside the artifact is the caller's own file."""
+    root = os.path.realpath(artifact_dir)
+    real = os.path.realpath(engine)
+    if os.path.commonpath([root, real]) != root:
+        return engine
+    return verified_path(artifact_dir, os.path.relpath(real, root), meta=read_meta(artifact_dir))
+
+
 def _timer():
     return time.perf_counter()
 
@@ -284,6 +294,7 @@ class Detector:
                     f"artifact '{path}' has no ONNX export ({onnx_path} is missing): run `edgead export {path}` "
                     "(needs torch) before loading it with the onnxruntime backend"
                 )
+            onnx_path = verified_path(path, os.path.relpath(onnx_path, path), meta=art.meta)  # sha256 as recorded
             be = _backends.OnnxRuntimeBackend(onnx_path, device=device or "cpu", precision=precision or "fp32",
                                               **backend_kwargs)
         elif backend == "torch":
@@ -303,6 +314,7 @@ class Detector:
                         f"{trt.__version__}: run `edgead export {path} --format tensorrt --precision {precision}` "
                         "on this machine (or pass engine=)"
                     )
+            engine = _verified_engine(path, engine)
             be = _backends.TensorRTBackend(engine, precision=precision, **backend_kwargs)
         return cls(art, be, threshold=threshold, pixel_threshold=pixel_threshold, batch_size=batch_size, tile=tile,
                    stride=stride)
@@ -442,11 +454,17 @@ class Detector:
         scores, maps = self.infer_preprocessed(x)
         t1 = _timer()
         sizes = [a.shape[:2] for a in arrs]
-        full = []
-        for m, (h, w) in zip(maps, sizes):
+        del arrs  # the decoded images are not needed any more (large inputs: free them before upsampling)
+        same = len({tuple(s) for s in sizes}) <= 1
+        # same-size batch: upsample straight into one array (np.stack of full-size maps doubled the memory)
+        full = np.empty((n,) + tuple(int(v) for v in sizes[0]), np.float32) if (same and n) else []
+        for i, (m, (h, w)) in enumerate(zip(maps, sizes)):
             if m.shape != (h, w):
                 m = cv2.resize(m, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
-            full.append(np.ascontiguousarray(m, dtype=np.float32))
+            if same:
+                full[i] = m
+            else:
+                full.append(np.ascontiguousarray(m, dtype=np.float32))
         return self._results(scores, full, sizes, paths, single, t1)
 
     def _score_tiled(self, arrs: Sequence[np.ndarray]):
@@ -467,9 +485,13 @@ class Detector:
         return np.asarray(scores, np.float32), full
 
     def _results(self, scores, full, sizes, paths, single, t1):
+        """full: maps at the images' sizes, an (N,H,W) array or a list -> Result / BatchResult."""
         n = len(full)
         same = len({tuple(s) for s in sizes}) <= 1
-        amaps = np.stack(full) if (same and full) else (full if full else np.zeros((0,) + self.preprocessing.size, np.float32))
+        if isinstance(full, np.ndarray):
+            amaps = full
+        else:
+            amaps = np.stack(full) if (same and full) else (full if full else np.zeros((0,) + self.preprocessing.size, np.float32))
         if self.pixel_threshold is None:
             masks = None
         elif isinstance(amaps, np.ndarray):

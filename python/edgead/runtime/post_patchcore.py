@@ -131,6 +131,9 @@ def postprocess(outputs: Mapping[str, Any], artifact) -> Tuple[np.ndarray, np.nd
     dist, idx = ops.knn(emb.reshape(b * n, d), bank_x, k=1, bank_sq_norms=norms)
     dist = _host(dist).astype(np.float32, copy=False).reshape(b, n)
     idx = _host(idx).astype(np.int64, copy=False).reshape(b, n)
+    if (idx < 0).any() or not np.isfinite(dist).all():  # never index the bank with -1
+        raise ValueError("postprocess(patchcore): knn found no finite nearest bank row for some embeddings "
+                         "(float32 overflow of the squared norms); the network's embeddings are out of range")
     arg = dist.argmax(axis=1)
     rows = np.arange(b)
     s_star = dist[rows, arg]

@@ -1,0 +1,668 @@
+"""Mixed supervision (ISP-AD, Krassnig et al.): a pretrained CNN fine-tuned as a defect classifier with a
+light segmentation head, trained on normal images + synthetic defects + the few real defects a line has.
+
+    recipe models/mixed.yaml (MobileNetV2, the shared weights) or models/mixed_resnet18.yaml
+    edgead train mixed DATA OUT                              # cold start: synthetic defects only
+    edgead train mixed DATA OUT --defects DEFECTS_DIR         # + real defects (masks or image labels)
+    edgead train mixed DATA OUT2 --defects DIR --init OUT     # continue from an earlier artifact
+
+Training stream (paper, section 5.1): every normal training image is augmented (flips, rotation, scale,
+shear, brightness/contrast: Table 8); in 50 % of them (``synthetic_fraction``) a synthetic defect is painted
+(random walk with momentum, :func:`random_walk_defect`, plus the painters of edgead.data.synthetic), which
+makes a balanced stream; each sample of the stream is then replaced by an augmented real defect with
+probability ``real_probability`` (paper: 1/32). Losses: BCE of the image logit for every sample; BCE of the
+1/8-resolution segmentation logits for samples with a mask (normal images: all-zero mask; synthetic
+defects: the painter's mask; real defects with a mask file). Real defects with an image-level label only
+(the paper's weak labels) get the classification loss only.
+
+Optimiser (paper, section 5.1): SGD, momentum 0.9, weight decay 1e-2, cosine annealing with warm restarts
+(T_0, T_mult = 2), early stop when the validation loss has not improved for ``patience`` epochs, keep the
+state with the lowest validation loss. Every deviation from the paper is listed in docs/mixed.md.
+
+Network (exported as one ONNX graph, like EfficientAD): image (B,3,H,W) -> 3x3 Gaussian smoothing (paper's
+preprocessing, inside the graph) -> backbone (truncated after its deepest requested layer, fine-tuned) ->
+1x1 projections of each tapped layer to ``head_channels``, upsampled to the shallowest tap and summed ->
+two 3x3 convs -> 1x1 conv: segmentation logits (B,1,H/8,W/8) -> bilinear to (H,W), sigmoid: "map";
+classifier: linear layer over [avg-pooled deepest features, avg- and max-pooled head features, max and
+mean of the segmentation logits] -> sigmoid: "score". Post-processing: edgead.runtime.post_mixed.
+
+Real defects (``defects`` / ``--defects DIR``), see :func:`load_real_defects`: an MVTec-layout folder
+(``DIR/test/<type>/*`` or ``DIR/<type>/*`` images, masks in ``DIR/ground_truth/<type>/<stem>_mask.png``) or a
+flat folder of images. An image without a mask file is a weak (image-level) label. Every file read is
+validated: readable image, mask size == image size, mask binary (values {0, max}; anti-aliased masks need
+``mask_threshold``), mask not empty; errors name the file.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgead.models.base import AnomalyModel
+
+__all__ = [
+    "MixedSupervision",
+    "MixedNet",
+    "RealDefect",
+    "DEFAULTS",
+    "PAINTERS",
+    "random_walk_defect",
+    "load_real_defects",
+    "validate_mask",
+    "augment",
+]
+
+SHARED_MOBILENET = "mobilenet_v2_imagenet.safetensors"
+
+DEFAULTS: Dict[str, Any] = {
+    # network
+    "backbone": "mobilenet_v2",
+    "weights": "auto",            # auto: $EDGEAD_MOBILENET_WEIGHTS or ../shared/weights (MobileNetV2); a path; "imagenet"
+    "layers": ["layer2", "layer3"],
+    "head_channels": 64,
+    "blur_sigma": 1.0,            # paper: Gaussian smoothing, kernel 3, sigma 1 (0 disables)
+    "image_size": [224, 224],
+    "mean": "auto",               # auto: what the weights expect (edgead.models.backbones.default_normalization)
+    "std": "auto",
+    # training stream
+    "synthetic_fraction": 0.5,    # paper: synthetic defects in 50 % of the normal images
+    "painters": {"walk": 0.5, "scratch": 0.1, "spot": 0.1, "contamination": 0.1, "smudge": 0.1, "faint": 0.1},
+    "real_probability": 1.0 / 32, # paper: 1/32
+    "defects": None,              # folder of real defects (see load_real_defects)
+    "max_defects": None,          # use only the first N real defects (sorted paths); None: all
+    "mask_threshold": None,       # None: masks must be binary; a number: binarise (value >= threshold)
+    "augment_probability": 0.9,   # paper: 80-95 % of the patches
+    "rotation": 45.0, "scale": [0.9, 1.1], "shear": 10.0, "flip": True,
+    "brightness": [0.75, 1.25], "contrast": [0.75, 1.25],
+    # optimisation
+    "batch_size": 16,
+    "epochs": 30,
+    "steps_per_epoch": None,      # None: ceil(#normal training images / batch_size)
+    "lr": 0.01,
+    "lr_min": 1.0e-4,
+    "backbone_lr_scale": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 1.0e-2,
+    "t0_epochs": 10,              # cosine warm restarts: first period in epochs (paper: T_0 = 7813 steps)
+    "t_mult": 2,
+    "patience": 20,               # paper: 20 epochs without validation-loss improvement
+    "seg_weight": 1.0,
+    "seg_pos_weight": 5.0,
+    "init": None,                 # artifact to continue from (--init)
+    "seed": 0,
+}
+
+_ARCH_KEYS = ("backbone", "layers", "head_channels", "blur_sigma")
+
+
+# ------------------------------------------------------------------------------------------------
+# synthetic defects: random walk with momentum (Haselmann & Gruber; ISP-AD section 3.2)
+# ------------------------------------------------------------------------------------------------
+def random_walk_defect(img: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """A defect texture drawn by a random walk with momentum: a brush of slowly varying radius follows
+    a path whose velocity keeps a fraction (momentum 0.6-0.95) of its previous value; the stroke is
+    softened and shifts the grey level by 12-90 levels (weak to strong contrast, darker or brighter),
+    modulated by the texture. Returns (image uint8, bool mask); pixels outside the mask are unchanged."""
+    a = np.asarray(img)
+    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3) or min(a.shape[:2]) < 16:
+        raise ValueError(f"img: expected a uint8 HxW or HxWx3 image of at least 16x16, got {a.dtype} {a.shape}")
+    h, w = a.shape[:2]
+    s = min(h, w) / 224.0
+    n = int(rng.integers(15, 150))
+    mom = float(rng.uniform(0.6, 0.95))
+    speed = float(rng.uniform(0.8, 2.5)) * max(s, 0.5)
+    r = float(rng.uniform(1.0, 5.0)) * max(s, 0.5)
+    y, x = rng.uniform(0.15 * h, 0.85 * h), rng.uniform(0.15 * w, 0.85 * w)
+    ang = rng.uniform(0, 2 * np.pi)
+    v = np.array([np.cos(ang), np.sin(ang)]) * speed
+    acc = np.zeros((h, w), np.float32)
+    for _ in range(n):
+        noise = rng.normal(0, 1, 2) * speed
+        v = mom * v + (1 - mom) * noise
+        norm = float(np.hypot(*v))
+        if norm > 0:
+            v = v / norm * speed
+        x, y = x + v[0], y + v[1]
+        if not (0 <= x < w and 0 <= y < h):
+            break
+        r = float(np.clip(r + rng.normal(0, 0.3), 0.7, 7.0 * max(s, 0.5)))
+        cv2.circle(acc, (int(round(x)), int(round(y))), max(1, int(round(r))), 1.0, thickness=-1)
+    if not acc.any():
+        cv2.circle(acc, (w // 2, h // 2), 2, 1.0, thickness=-1)
+    soft = cv2.GaussianBlur(acc, (0, 0), sigmaX=max(0.8, 1.2 * s))
+    mask = soft > 0.25
+    alpha = np.where(mask, np.clip(soft / max(float(soft.max()), 1e-6), 0.0, 1.0), 0.0).astype(np.float32)
+    delta = float(rng.uniform(12, 90)) * (1 if rng.random() < 0.5 else -1)
+    f = a.astype(np.float32)
+    tex = 0.75 + 0.5 * rng.random((h, w)).astype(np.float32)
+    tex = cv2.GaussianBlur(tex, (0, 0), 1.0)
+    if f.ndim == 3:
+        alpha, tex = alpha[:, :, None], tex[:, :, None]
+    new = f + delta * alpha * tex
+    out = a.copy()
+    out[mask] = np.clip(np.rint(new), 0, 255).astype(np.uint8)[mask]
+    return out, mask
+
+
+def _painter(name: str):
+    if name == "walk":
+        return random_walk_defect
+    from edgead.data import synthetic
+
+    if name not in synthetic.DEFECTS:
+        raise ValueError(f"painters: unknown painter {name!r}; expected 'walk' or one of {synthetic.DEFECT_TYPES}")
+    return lambda img, rng: synthetic.paint_defect(name, img, rng)
+
+
+PAINTERS = ("walk",) + ("scratch", "spot", "contamination", "smudge", "faint")
+
+
+def _check_painters(p: Any) -> Tuple[List[str], np.ndarray]:
+    if isinstance(p, (list, tuple)):
+        p = {k: 1.0 for k in p}
+    if not isinstance(p, dict) or not p:
+        raise ValueError(f"painters: expected a non-empty mapping name -> weight, got {p!r}")
+    names = list(p)
+    for n in names:
+        _painter(n)
+    w = np.array([float(p[n]) for n in names], np.float64)
+    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"painters: weights must be finite, >= 0 and not all 0, got {p!r}")
+    return names, w / w.sum()
+
+
+# ------------------------------------------------------------------------------------------------
+# augmentation (paper Table 8), applied to an image and its mask alike
+# ------------------------------------------------------------------------------------------------
+def augment(img: np.ndarray, mask: Optional[np.ndarray], rng: np.random.Generator, cfg: Dict[str, Any]):
+    """Random flips + affine (rotation, scale, shear; reflect border) with probability
+    cfg['augment_probability'], then brightness/contrast. img uint8 HxWx3, mask bool HxW or None."""
+    if rng.random() >= float(cfg["augment_probability"]):
+        return img, mask
+    h, w = img.shape[:2]
+    if cfg.get("flip", True):
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+            mask = None if mask is None else mask[:, ::-1]
+        if rng.random() < 0.5:
+            img = img[::-1]
+            mask = None if mask is None else mask[::-1]
+    rot = float(rng.uniform(-1, 1) * float(cfg["rotation"]))
+    sc = float(rng.uniform(*cfg["scale"]))
+    sh = math.radians(float(rng.uniform(-1, 1) * float(cfg["shear"])))
+    if rot or sc != 1.0 or sh:
+        M = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), rot, sc)
+        S = np.array([[1.0, math.tan(sh), -math.tan(sh) * h / 2.0], [0, 1, 0], [0, 0, 1]])
+        M = (np.vstack([M, [0, 0, 1]]) @ S)[:2]
+        img = cv2.warpAffine(np.ascontiguousarray(img), M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        if mask is not None:
+            mask = cv2.warpAffine(np.ascontiguousarray(mask).astype(np.uint8), M, (w, h), flags=cv2.INTER_NEAREST,
+                                  borderMode=cv2.BORDER_REFLECT_101) > 0
+    b = rng.uniform(*cfg["brightness"]) if cfg.get("brightness") else 1.0
+    c = rng.uniform(*cfg["contrast"]) if cfg.get("contrast") else 1.0
+    if b != 1.0 or c != 1.0:
+        f = img.astype(np.float32) * b
+        m = float(f.mean())
+        img = np.clip((f - m) * c + m, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img), (None if mask is None else np.ascontiguousarray(mask))
+
+
+# ------------------------------------------------------------------------------------------------
+# real defects: discovery + validation
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class RealDefect:
+    path: str
+    defect_type: str
+    mask_path: Optional[str]  # None: weak (image-level) label
+
+
+def validate_mask(mask_path: str, image_shape: Sequence[int], threshold: Optional[float] = None) -> np.ndarray:
+    """Read and check a real-defect mask -> bool (H, W). ValueError naming the file when its size differs
+    from the image, it is not binary (with threshold=None), it has several differing channels, or it
+    marks no pixel."""
+    from edgead.data.io import read_image
+
+    m = read_image(mask_path)
+    if m.ndim == 3:
+        if not all(np.array_equal(m[:, :, 0], m[:, :, i]) for i in range(1, m.shape[2])):
+            raise ValueError(f"mask {mask_path}: expected a single-channel mask, got {m.shape[2]} differing channels")
+        m = m[:, :, 0]
+    shp = tuple(int(s) for s in tuple(image_shape)[:2])
+    if m.shape != shp:
+        raise ValueError(f"mask {mask_path}: size {m.shape[1]}x{m.shape[0]} (WxH) differs from its image's {shp[1]}x{shp[0]}")
+    if threshold is None:
+        vals = np.unique(m)
+        nz = vals[vals != 0]
+        if nz.size > 1 or (vals.size > 2):
+            raise ValueError(
+                f"mask {mask_path}: not binary ({vals.size} distinct values, e.g. {vals[:6].tolist()}); "
+                f"expected 0 and one foreground value. For anti-aliased masks set mask_threshold (e.g. 128)"
+            )
+        out = m != 0
+    else:
+        out = m >= float(threshold)
+    if not out.any():
+        raise ValueError(f"mask {mask_path}: marks no defect pixel; delete it to use its image as a weak "
+                         f"(image-level) label")
+    return out
+
+
+def load_real_defects(folder: str, max_defects: Optional[int] = None) -> List[RealDefect]:
+    """Find real defect images in `folder` (layouts in the module docstring), sorted by (type, path)."""
+    from edgead.data.datasets import list_images
+    from edgead.data.io import IMAGE_EXTENSIONS
+
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"defects: folder '{folder}' does not exist")
+    base = os.path.join(folder, "test") if os.path.isdir(os.path.join(folder, "test")) else folder
+    gt = os.path.join(folder, "ground_truth")
+    out: List[RealDefect] = []
+    for p in list_images(base):  # flat folder: weak labels
+        out.append(RealDefect(p, "defect", None))
+    for d in sorted(os.listdir(base)):
+        dp = os.path.join(base, d)
+        if d in ("good", "ground_truth") or d.startswith(".") or not os.path.isdir(dp):
+            continue
+        for p in list_images(dp):
+            stem = os.path.splitext(os.path.basename(p))[0]
+            mp = None
+            for name in (stem + "_mask", stem):
+                for ext in IMAGE_EXTENSIONS:
+                    c = os.path.join(gt, d, name + ext)
+                    if os.path.isfile(c):
+                        mp = c
+                        break
+                if mp:
+                    break
+            out.append(RealDefect(p, d, mp))
+    if not out:
+        raise ValueError(f"defects: no defect images found in '{folder}' (expected <type>/*.png, test/<type>/*.png "
+                         f"or images directly in the folder)")
+    if max_defects is not None:
+        out = out[: int(max_defects)]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# network
+# ------------------------------------------------------------------------------------------------
+def _gauss_kernel(sigma: float) -> torch.Tensor:
+    x = torch.arange(3, dtype=torch.float32) - 1
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(3, 1, 3, 3).contiguous()
+
+
+class MixedNet(nn.Module):
+    """image -> (score (B,), map (B,H,W)); `logits(image)` -> (seg logits (B,1,h,w), image logit (B,))."""
+
+    def __init__(self, backbone: str, layers: Sequence[str], head_channels: int = 64, blur_sigma: float = 1.0):
+        super().__init__()
+        from edgead.models.backbones import FeatureExtractor
+
+        self.backbone = FeatureExtractor(backbone, layers)
+        for p in self.backbone.parameters():
+            p.requires_grad_(True)  # fine-tuned; BatchNorm keeps its running statistics (eval mode)
+        self.use_blur = float(blur_sigma) > 0
+        self.register_buffer("blur", _gauss_kernel(float(blur_sigma) if self.use_blur else 1.0))
+        hc = int(head_channels)
+        self.proj = nn.ModuleList([nn.Conv2d(c, hc, 1) for c in self.backbone.channels])
+        self.seg = nn.Sequential(
+            nn.Conv2d(hc, hc, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(hc, hc, 3, padding=1), nn.ReLU(inplace=True),
+        )
+        self.seg_out = nn.Conv2d(hc, 1, 1)
+        c_deep = self.backbone.channels[int(np.argmax(self.backbone.strides))]
+        self.cls = nn.Linear(c_deep + 2 * hc + 2, 1)
+        self._deep = int(np.argmax(self.backbone.strides))
+
+    def logits(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = F.conv2d(image, self.blur, padding=1, groups=3) if self.use_blur else image
+        feats = self.backbone(x)
+        size = feats[0].shape[-2:]
+        h = 0
+        for f, p in zip(feats, self.proj):
+            y = p(f)
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            h = h + y
+        h = self.seg(F.relu(h))
+        seg = self.seg_out(h)
+        deep = feats[self._deep]
+        z = torch.cat([deep.mean(dim=(2, 3)), h.mean(dim=(2, 3)), h.amax(dim=(2, 3)),
+                       seg.flatten(1).amax(dim=1, keepdim=True), seg.mean(dim=(2, 3))], dim=1)
+        return seg, self.cls(z)[:, 0]
+
+    def forward(self, image: torch.Tensor):
+        H, W = image.shape[-2], image.shape[-1]
+        seg, cls = self.logits(image)
+        amap = torch.sigmoid(F.interpolate(seg, size=(int(H), int(W)), mode="bilinear", align_corners=False))[:, 0]
+        return torch.sigmoid(cls), amap
+
+
+# ------------------------------------------------------------------------------------------------
+# the model
+# ------------------------------------------------------------------------------------------------
+def _find_weights(backbone: str, weights: Any) -> Any:
+    if weights != "auto":
+        return weights
+    if backbone != "mobilenet_v2":
+        return "imagenet"
+    env = os.environ.get("EDGEAD_MOBILENET_WEIGHTS")
+    if env:
+        return env
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    for start in (repo, os.getcwd()):
+        base = start
+        for _ in range(3):  # ../shared next to the checkout, or next to a parent (git worktrees)
+            base = os.path.dirname(base)
+            cand = os.path.join(base, "shared", "weights", SHARED_MOBILENET)
+            if os.path.isfile(cand):
+                return cand
+    raise ValueError("weights: 'auto' found no MobileNetV2 weights ($EDGEAD_MOBILENET_WEIGHTS or "
+                     f"../shared/weights/{SHARED_MOBILENET}); pass weights=PATH (CLI --weights) or 'imagenet'")
+
+
+def _check_prob(cfg, key):
+    v = cfg[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+        raise ValueError(f"config '{key}': expected a probability in [0, 1], got {v!r}")
+
+
+def _check_pos_int(cfg, key, allow_none=False):
+    v = cfg[key]
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"config '{key}': expected a positive integer, got {v!r}")
+
+
+class MixedSupervision(AnomalyModel):
+    """Defect classifier + segmentation head trained on normal, synthetic and real defective images."""
+
+    model_type = "mixed"
+    export_outputs = ("score", "map")
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None):
+        unknown = sorted(set(config or {}) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"mixed: unknown config key(s) {unknown}; expected some of {sorted(DEFAULTS)}")
+        cfg = dict(DEFAULTS)
+        cfg.update(config or {})
+        for k in ("synthetic_fraction", "real_probability", "augment_probability"):
+            _check_prob(cfg, k)
+        for k in ("batch_size", "epochs", "head_channels", "t0_epochs", "t_mult", "patience"):
+            _check_pos_int(cfg, k)
+        _check_pos_int(cfg, "steps_per_epoch", allow_none=True)
+        _check_pos_int(cfg, "max_defects", allow_none=True)
+        _check_painters(cfg["painters"])
+        from edgead.models.backbones import default_normalization
+
+        if cfg["backbone"] not in ("mobilenet_v2", "resnet18"):
+            raise ValueError(f"config 'backbone': expected 'mobilenet_v2' or 'resnet18', got {cfg['backbone']!r}")
+        size = cfg["image_size"]
+        if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+            size = [int(size), int(size)]
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 32 for v in size)):
+            raise ValueError(f"config 'image_size': expected [H, W] integers >= 32, got {cfg['image_size']!r}")
+        cfg["image_size"] = [int(v) for v in size]
+        if cfg["mean"] == "auto" or cfg["std"] == "auto":
+            w = cfg["weights"]
+            if w == "auto":
+                try:
+                    w = _find_weights(cfg["backbone"], w)
+                except ValueError:
+                    w = None
+            mean, std = default_normalization(cfg["backbone"], w)
+            cfg["mean"] = list(mean) if cfg["mean"] == "auto" else cfg["mean"]
+            cfg["std"] = list(std) if cfg["std"] == "auto" else cfg["std"]
+        super().__init__(cfg)
+        self.net = MixedNet(cfg["backbone"], cfg["layers"], cfg["head_channels"], cfg["blur_sigma"])
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def preprocessing(self):
+        from edgead.data.transforms import Preprocessing
+
+        return Preprocessing(size=tuple(self.config["image_size"]), channels=3, mean=self.config["mean"], std=self.config["std"])
+
+    def export_module(self) -> nn.Module:
+        return self.net
+
+    def _uint8(self, path: str) -> np.ndarray:
+        """An image as uint8 RGB at the model's size (the same resize as Preprocessing)."""
+        from edgead.data.io import read_image, to_uint8
+
+        img = to_uint8(read_image(path))
+        return self._resize(img)
+
+    def _resize(self, img: np.ndarray) -> np.ndarray:
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        img = img[:, :, :3]
+        pp = self.preprocessing()
+        h, w = pp.size
+        if img.shape[:2] != (h, w):
+            img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=pp.cv2_interpolation(img.shape[:2]))
+        return np.ascontiguousarray(img)
+
+    def _normalise(self, imgs: List[np.ndarray]) -> torch.Tensor:
+        x = torch.from_numpy(np.stack(imgs)).float().div_(255.0).permute(0, 3, 1, 2)
+        mean = torch.tensor(self.config["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.config["std"], dtype=torch.float32).view(1, -1, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+    def _load_defects(self, progress: bool) -> List[Tuple[np.ndarray, Optional[np.ndarray], str]]:
+        """Real defects resized to the model size: (uint8 image, bool mask or None (weak), type)."""
+        from edgead.data.io import read_image, to_uint8
+
+        folder = self.config.get("defects")
+        if not folder:
+            return []
+        out = []
+        for d in load_real_defects(folder, self.config.get("max_defects")):
+            img = to_uint8(read_image(d.path))
+            mask = None
+            if d.mask_path is not None:
+                m = validate_mask(d.mask_path, img.shape, self.config.get("mask_threshold"))
+                h, w = self.config["image_size"]
+                mask = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5
+                if not mask.any():  # a tiny defect: keep its strongest pixel
+                    r = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+                    mask = r >= r.max()
+            out.append((self._resize(img), mask, d.defect_type))
+        if progress:
+            n_weak = sum(1 for _, m, _ in out if m is None)
+            print(f"edgead mixed: {len(out)} real defects from {folder} ({len(out) - n_weak} with masks, "
+                  f"{n_weak} image-level only)", flush=True)
+        return out
+
+    def _init_from(self, path: str) -> None:
+        from edgead.artifact import load_artifact
+
+        art = load_artifact(os.fspath(path))
+        if art.model_type != self.model_type:
+            raise ValueError(f"init: artifact '{path}' holds a {art.model_type!r} model, expected {self.model_type!r}")
+        for k in _ARCH_KEYS:
+            if art.config.get(k) != self.config.get(k):
+                raise ValueError(f"init: artifact '{path}' has {k}={art.config.get(k)!r}, this recipe {self.config.get(k)!r}")
+        for k in ("mean", "std"):
+            if [float(v) for v in art.config.get(k)] != [float(v) for v in self.config[k]]:
+                raise ValueError(f"init: artifact '{path}' has {k}={art.config.get(k)}, this recipe {self.config[k]}")
+        self.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in art.tensors.items()}, strict=True)
+
+    # --- the training stream ------------------------------------------------------------------------
+    def _sample(self, normals, defects, rng, names, probs):
+        """One training sample: (uint8 image, mask bool or None, label, has_mask, kind)."""
+        cfg = self.config
+        if defects and rng.random() < float(cfg["real_probability"]):
+            img, mask, _ = defects[int(rng.integers(len(defects)))]
+            img, mask = augment(img, mask, rng, cfg)
+            return img, mask, 1, mask is not None, "real"
+        img = normals[int(rng.integers(len(normals)))]
+        img, _ = augment(img, None, rng, cfg)
+        if rng.random() < float(cfg["synthetic_fraction"]):
+            name = names[int(rng.choice(len(names), p=probs))]
+            out, mask = _painter(name)(img, rng)
+            return out, mask, 1, True, name
+        return img, np.zeros(img.shape[:2], bool), 0, True, "normal"
+
+    def _batch(self, samples, device):
+        imgs = [s[0] for s in samples]
+        x = self._normalise(imgs).to(device)
+        h, w = self.config["image_size"]
+        masks = np.stack([s[1] if s[1] is not None else np.zeros((h, w), bool) for s in samples]).astype(np.float32)
+        y = torch.tensor([float(s[2]) for s in samples], device=device)
+        has = torch.tensor([bool(s[3]) for s in samples], device=device)
+        return x, torch.from_numpy(masks).to(device), y, has
+
+    def _loss(self, x, masks, y, has):
+        seg, cls = self.net.logits(x)
+        l_cls = F.binary_cross_entropy_with_logits(cls, y)
+        l_seg = torch.zeros((), device=x.device)
+        if bool(has.any()):
+            tgt = F.adaptive_avg_pool2d(masks[:, None], seg.shape[-2:])  # soft target: defect fraction per cell
+            pw = torch.tensor(float(self.config["seg_pos_weight"]), device=x.device)
+            l = F.binary_cross_entropy_with_logits(seg, tgt, pos_weight=pw, reduction="none").mean(dim=(1, 2, 3))
+            l_seg = l[has].mean()
+        return l_cls + float(self.config["seg_weight"]) * l_seg, l_cls, l_seg
+
+    # --- fit ----------------------------------------------------------------------------------------
+    def fit(self, train, val=None, device: str = "cpu", progress: bool = True) -> Dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        torch.manual_seed(int(cfg["seed"]))
+        rng = np.random.default_rng(int(cfg["seed"]))
+        names, probs = _check_painters(cfg["painters"])
+        if cfg.get("init"):
+            self._init_from(cfg["init"])
+        else:
+            from edgead.models.backbones import build_backbone
+
+            w = _find_weights(cfg["backbone"], cfg["weights"])
+            if w is None:
+                raise ValueError("weights: expected a weights file, 'imagenet' or 'auto', got None")
+            fe = build_backbone(cfg["backbone"], cfg["layers"], weights=w)
+            self.net.backbone.load_state_dict(fe.state_dict())
+        paths = [s.path if hasattr(s, "path") else os.fspath(s) for s in train]
+        if not paths:
+            raise ValueError("fit: no training images")
+        normals = [self._uint8(p) for p in tqdm(paths, desc="loading", disable=not progress)]
+        defects = self._load_defects(progress)
+        val_paths = [s.path if hasattr(s, "path") else os.fspath(s) for s in (val or [])]
+        # validation: each held-out normal image clean and with a fixed synthetic defect (balanced)
+        vset = []
+        vrng = np.random.default_rng(int(cfg["seed"]) + 1)
+        for p in val_paths:
+            img = self._uint8(p)
+            vset.append((img, np.zeros(img.shape[:2], bool), 0, True, "normal"))
+            name = names[int(vrng.choice(len(names), p=probs))]
+            out, mask = _painter(name)(img, vrng)
+            vset.append((out, mask, 1, True, name))
+        if not vset:
+            warnings.warn("mixed: no validation images, so no early stopping; the last state is kept")
+        self.net.to(device)
+        bb = [p for p in self.net.backbone.parameters()]
+        bb_ids = {id(p) for p in bb}
+        heads = [p for p in self.net.parameters() if id(p) not in bb_ids]
+        lr = float(cfg["lr"])
+        opt = torch.optim.SGD([{"params": heads, "lr": lr}, {"params": bb, "lr": lr * float(cfg["backbone_lr_scale"])}],
+                              lr=lr, momentum=float(cfg["momentum"]), weight_decay=float(cfg["weight_decay"]))
+        bs = int(cfg["batch_size"])
+        spe = int(cfg["steps_per_epoch"] or max(1, math.ceil(len(normals) / bs)))
+        sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            opt, T_0=int(cfg["t0_epochs"]) * spe, T_mult=int(cfg["t_mult"]), eta_min=float(cfg["lr_min"]))
+        best, best_state, bad, history = float("inf"), None, 0, []
+        counts: Dict[str, int] = {}
+        epochs = int(cfg["epochs"])
+        bar = tqdm(total=epochs * spe, desc="mixed training", unit="step", disable=not progress)
+        stopped = None
+        for ep in range(epochs):
+            self.net.train()
+            tot = 0.0
+            for _ in range(spe):
+                samples = [self._sample(normals, defects, rng, names, probs) for _ in range(bs)]
+                for s in samples:
+                    counts[s[4]] = counts.get(s[4], 0) + 1
+                x, m, y, has = self._batch(samples, device)
+                loss, _, _ = self._loss(x, m, y, has)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                tot += float(loss.detach())
+                bar.update(1)
+            rec = {"epoch": ep + 1, "train_loss": tot / spe, "lr": opt.param_groups[0]["lr"]}
+            if vset:
+                rec["val_loss"] = self._val_loss(vset, device)
+                if rec["val_loss"] < best:
+                    best, bad = rec["val_loss"], 0
+                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+                    rec["best"] = True
+                else:
+                    bad += 1
+            history.append(rec)
+            bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k in ("train_loss", "val_loss")})
+            if vset and bad >= int(cfg["patience"]):
+                stopped = ep + 1
+                break
+        bar.close()
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        self.net.eval()
+        return {"mixed": {
+            "epochs_run": len(history), "early_stopped_at": stopped, "best_val_loss": None if best_state is None else best,
+            "steps_per_epoch": spe, "n_normal": len(normals), "n_val_images": len(val_paths),
+            "n_real_defects": len(defects), "n_real_with_mask": sum(1 for d in defects if d[1] is not None),
+            "real_defect_types": sorted({d[2] for d in defects}), "stream_counts": counts, "history": history,
+            "init": cfg.get("init"),
+        }}
+
+    @torch.no_grad()
+    def _val_loss(self, vset, device) -> float:
+        self.net.eval()
+        tot, n = 0.0, 0
+        for i in range(0, len(vset), 32):
+            chunk = vset[i : i + 32]
+            x, m, y, has = self._batch(chunk, device)
+            loss, _, _ = self._loss(x, m, y, has)
+            tot += float(loss) * len(chunk)
+            n += len(chunk)
+        return tot / max(n, 1)
+
+    # --- inference ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"x: expected (B, 3, H, W), got {tuple(x.shape)}")
+        was = self.net.training
+        self.net.eval()
+        try:
+            return self.net(x)
+        finally:
+            self.net.train(was)
+
+    # --- artifact -------------------------------------------------------------------------------------
+    def artifact_tensors(self) -> Dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+
+    @classmethod
+    def from_artifact(cls, artifact) -> "MixedSupervision":
+        if artifact.model_type != cls.model_type:
+            raise ValueError(f"artifact: expected model_type {cls.model_type!r}, got {artifact.model_type!r}")
+        model = cls(artifact.config)
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in artifact.tensors.items()}, strict=True)
+        return model.eval()

@@ -1,0 +1,379 @@
+"""Mixed supervision (edgead.models.mixed): painters, real-defect validation, training stream, artifact,
+--init, ONNX / Detector parity, CLI, and the recall-target threshold (against brute force).
+
+Tiny images (48 px), a few SGD steps and random backbone weights written to a temporary safetensors
+file: nothing here reads ../shared."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+cv2 = pytest.importorskip("cv2")
+
+from edgead import metrics  # noqa: E402
+from edgead.data.io import write_image  # noqa: E402
+
+SIZE = 48
+
+
+def _tex(rng, h=56, w=64):
+    base = cv2.GaussianBlur((rng.random((h, w)) * 255).astype(np.float32), (0, 0), 2)
+    return np.clip(base * 0.4 + 90, 0, 255).astype(np.uint8)
+
+
+def _defect(rng, h=56, w=64):
+    img = _tex(rng, h, w)
+    m = np.zeros((h, w), np.uint8)
+    cv2.circle(m, (int(rng.integers(15, w - 15)), int(rng.integers(15, h - 15))), 7, 255, -1)
+    img[m > 0] = 15
+    return img, m
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """An MVTec-layout category and a real-defect folder (masks for 'hole', image labels only for 'weak')."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("mixed_data")
+    d = str(root / "cat")
+    for i in range(10):
+        write_image(os.path.join(d, "train", "good", f"{i:03d}.png"), _tex(rng))
+    for i in range(3):
+        write_image(os.path.join(d, "test", "good", f"{i:03d}.png"), _tex(rng))
+        img, m = _defect(rng)
+        write_image(os.path.join(d, "test", "hole", f"{i:03d}.png"), img)
+        write_image(os.path.join(d, "ground_truth", "hole", f"{i:03d}_mask.png"), m)
+    dd = str(root / "defects")
+    for i in range(3):
+        img, m = _defect(rng)
+        write_image(os.path.join(dd, "hole", f"h{i}.png"), img)
+        write_image(os.path.join(dd, "ground_truth", "hole", f"h{i}_mask.png"), m)
+        img, _ = _defect(rng)
+        write_image(os.path.join(dd, "weak", f"w{i}.png"), img)
+    from edgead.models.backbones import FeatureExtractor
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    fe = FeatureExtractor("mobilenet_v2", ("layer2", "layer3"))
+    w = str(root / "mnv2_random.safetensors")
+    save_file({k: v.contiguous() for k, v in fe.state_dict().items()}, w)
+    return d, dd, w
+
+
+def _cfg(weights, **kw):
+    cfg = {"weights": weights, "mean": [0.5] * 3, "std": [0.5] * 3, "image_size": [SIZE, SIZE], "batch_size": 4,
+           "epochs": 2, "steps_per_epoch": 2, "head_channels": 8, "patience": 5}
+    cfg.update(kw)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# painters and augmentation
+# ------------------------------------------------------------------------------------------------
+def test_random_walk_defect_changes_only_inside_its_mask():
+    from edgead.models.mixed import random_walk_defect
+
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        img = _tex(rng) if i % 2 else np.repeat(_tex(rng)[:, :, None], 3, axis=2)
+        out, mask = random_walk_defect(img, np.random.default_rng(i))
+        out2, mask2 = random_walk_defect(img, np.random.default_rng(i))
+        assert out.dtype == np.uint8 and out.shape == img.shape and mask.shape == img.shape[:2]
+        assert np.array_equal(out, out2) and np.array_equal(mask, mask2)  # deterministic per generator
+        changed = (out != img) if img.ndim == 2 else (out != img).any(axis=2)
+        assert mask.any() and changed.any()
+        assert not (changed & ~mask).any()
+
+
+def test_augment_moves_image_and_mask_together():
+    from edgead.models.mixed import DEFAULTS, augment
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[10:20, 5:15] = 255
+    mask = img[:, :, 0] > 0
+    cfg = dict(DEFAULTS, augment_probability=1.0, brightness=None, contrast=None)
+    for _ in range(10):
+        a, m = augment(img, mask, rng, cfg)
+        bright = a[:, :, 0] > 127
+        # nearest-neighbour mask vs bilinear image: they agree except along the square's edge
+        assert (bright ^ m).sum() <= 0.5 * max(m.sum(), 1) + 4
+
+
+# ------------------------------------------------------------------------------------------------
+# real defects: discovery and validation (every failure names the file)
+# ------------------------------------------------------------------------------------------------
+def test_load_real_defects_layouts(tiny_data, tmp_path):
+    from edgead.models.mixed import load_real_defects
+
+    _, dd, _ = tiny_data
+    found = load_real_defects(dd)
+    assert sorted({d.defect_type for d in found}) == ["hole", "weak"]
+    assert all((d.mask_path is None) == (d.defect_type == "weak") for d in found)
+    assert len(load_real_defects(dd, max_defects=2)) == 2
+    # an MVTec category root: test/<type> with ground_truth/<type>
+    cat, _, _ = tiny_data
+    mv = load_real_defects(cat)
+    assert len(mv) == 3 and all(d.mask_path for d in mv)
+    # a flat folder: image-level labels only
+    write_image(str(tmp_path / "a.png"), _tex(np.random.default_rng(0)))
+    flat = load_real_defects(str(tmp_path))
+    assert len(flat) == 1 and flat[0].mask_path is None
+    with pytest.raises(ValueError, match="does not exist"):
+        load_real_defects(str(tmp_path / "nope"))
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(ValueError, match="no defect images"):
+        load_real_defects(str(tmp_path / "empty"))
+
+
+def test_validate_mask_errors_name_the_file(tmp_path):
+    from edgead.models.mixed import validate_mask
+
+    m = np.zeros((20, 30), np.uint8)
+    m[5:10, 5:10] = 255
+    good = str(tmp_path / "good_mask.png")
+    write_image(good, m)
+    assert validate_mask(good, (20, 30)).sum() == 25
+    assert validate_mask(good, (20, 30, 3)).sum() == 25
+    with pytest.raises(ValueError, match="good_mask.png.*differs"):
+        validate_mask(good, (21, 30))
+    soft = m.copy()
+    soft[10, 5:10] = 100  # anti-aliased edge
+    sp = str(tmp_path / "soft_mask.png")
+    write_image(sp, soft)
+    with pytest.raises(ValueError, match="soft_mask.png.*not binary"):
+        validate_mask(sp, (20, 30))
+    assert validate_mask(sp, (20, 30), threshold=128).sum() == 25
+    assert validate_mask(sp, (20, 30), threshold=50).sum() == 30
+    ep = str(tmp_path / "empty_mask.png")
+    write_image(ep, np.zeros((20, 30), np.uint8))
+    with pytest.raises(ValueError, match="empty_mask.png.*no defect pixel"):
+        validate_mask(ep, (20, 30))
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[2:4, 2:4, 0] = 255
+    cp = str(tmp_path / "colour_mask.png")
+    write_image(cp, rgb)
+    with pytest.raises(ValueError, match="colour_mask.png.*single-channel"):
+        validate_mask(cp, (20, 30))
+
+
+def test_training_rejects_bad_real_defect_files(tiny_data, tmp_path):
+    from edgead.data.datasets import Sample
+    from edgead.models.mixed import MixedSupervision
+
+    cat, _, w = tiny_data
+    rng = np.random.default_rng(0)
+    img, m = _defect(rng)
+    write_image(str(tmp_path / "d" / "scratch" / "x.png"), img)
+    write_image(str(tmp_path / "d" / "ground_truth" / "scratch" / "x_mask.png"), cv2.resize(m, (32, 32)))
+    train = [Sample(os.path.join(cat, "train", "good", f"{i:03d}.png"), 0, "good") for i in range(4)]
+    model = MixedSupervision(_cfg(w, defects=str(tmp_path / "d"), mask_threshold=128))
+    with pytest.raises(ValueError, match="x_mask.png"):
+        model.fit(train, None, progress=False)
+    # an unreadable image names its file too
+    open(tmp_path / "d" / "scratch" / "x.png", "wb").write(b"not an image")
+    with pytest.raises(ValueError, match="x.png"):
+        MixedSupervision(_cfg(w, defects=str(tmp_path / "d"))).fit(train, None, progress=False)
+
+
+def test_config_validation(tiny_data):
+    from edgead.models.mixed import MixedSupervision
+
+    _, _, w = tiny_data
+    for bad, match in (({"real_probability": 1.5}, "real_probability"), ({"painters": {"nope": 1}}, "painters"),
+                       ({"backbone": "vgg"}, "backbone"), ({"epochs": 0}, "epochs"), ({"typo_key": 1}, "typo_key"),
+                       ({"image_size": [16, 16]}, "image_size")):
+        with pytest.raises(ValueError, match=match):
+            MixedSupervision(_cfg(w, **bad))
+
+
+# ------------------------------------------------------------------------------------------------
+# training stream and losses
+# ------------------------------------------------------------------------------------------------
+def test_stream_balance_and_real_injection(tiny_data):
+    from edgead.models.mixed import MixedSupervision, _check_painters
+
+    cat, dd, w = tiny_data
+    model = MixedSupervision(_cfg(w, defects=dd, real_probability=0.25))
+    normals = [model._uint8(os.path.join(cat, "train", "good", f"{i:03d}.png")) for i in range(4)]
+    defects = model._load_defects(progress=False)
+    assert len(defects) == 6 and sum(m is None for _, m, _ in defects) == 3
+    names, probs = _check_painters(model.config["painters"])
+    rng = np.random.default_rng(0)
+    kinds = [model._sample(normals, defects, rng, names, probs)[4] for _ in range(800)]
+    n_real = kinds.count("real")
+    assert 0.25 * 800 - 50 < n_real < 0.25 * 800 + 50
+    n_normal = kinds.count("normal")
+    n_syn = len(kinds) - n_real - n_normal
+    assert abs(n_normal - n_syn) < 0.15 * (n_normal + n_syn)  # synthetic defects in ~50 % of the normal images
+    assert kinds.count("walk") > kinds.count("spot")  # painter weights 0.5 vs 0.1
+
+
+def test_weak_labels_get_only_the_classification_loss(tiny_data):
+    from edgead.models.mixed import MixedSupervision
+
+    _, _, w = tiny_data
+    model = MixedSupervision(_cfg(w))
+    img = np.full((SIZE, SIZE, 3), 120, np.uint8)
+    weak = [(img, None, 1, False, "real")] * 2
+    x, m, y, has = model._batch(weak, "cpu")
+    loss, l_cls, l_seg = model._loss(x, m, y, has)
+    assert float(l_seg) == 0.0 and torch.allclose(loss, l_cls)
+    # with a mask the segmentation loss is there
+    full = [(img, np.ones((SIZE, SIZE), bool), 1, True, "real")] * 2
+    x, m, y, has = model._batch(full, "cpu")
+    _, _, l_seg = model._loss(x, m, y, has)
+    assert float(l_seg.detach()) > 0
+
+
+def test_segmentation_gradient_absent_for_weak_labels(tiny_data):
+    """The classifier sees max/mean of the segmentation logits, so seg_out gets a gradient from the image
+    loss too; what must be absent is the pixel loss: compare against the classification loss alone."""
+    from edgead.models.mixed import MixedSupervision
+
+    _, _, w = tiny_data
+    model = MixedSupervision(_cfg(w))
+    img = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3)).astype(np.uint8)
+    x, m, y, has = model._batch([(img, None, 1, False, "real")], "cpu")
+    loss, _, _ = model._loss(x, m, y, has)
+    g1 = torch.autograd.grad(loss, model.net.seg_out.weight)[0]
+    seg, cls = model.net.logits(x)
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(cls, y)
+    g2 = torch.autograd.grad(ref, model.net.seg_out.weight)[0]
+    assert torch.allclose(g1, g2)
+
+
+# ------------------------------------------------------------------------------------------------
+# fit, artifact, --init, ONNX / Detector, CLI
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    from edgead import pipeline
+
+    cat, dd, w = tiny_data
+    out = str(tmp_path_factory.mktemp("mixed_art") / "art")
+    path = pipeline.train({"model": "mixed", "config": _cfg(w, defects=dd, real_probability=0.5)}, cat, out,
+                          device="cpu", progress=False, overrides={"val_fraction": 0.2})
+    return path
+
+
+def test_fit_artifact_roundtrip_and_stats(trained, tiny_data):
+    from edgead.artifact import load_artifact
+    from edgead.data.transforms import Preprocessing
+    from edgead.models import load_model
+
+    art = load_artifact(trained)
+    st = art.statistics["mixed"]
+    assert st["n_real_defects"] == 6 and st["n_real_with_mask"] == 3 and st["epochs_run"] == 2
+    assert st["stream_counts"].get("real", 0) > 0 and len(st["history"]) == 2 and "val_loss" in st["history"][0]
+    assert art.thresholds.get("image") is not None
+    model = load_model(trained)
+    x = torch.from_numpy(Preprocessing.from_dict(art.preprocessing).batch(
+        [_tex(np.random.default_rng(i)) for i in range(3)]))
+    s, m = model.predict(x)
+    assert s.shape == (3,) and m.shape == (3, SIZE, SIZE)
+    assert float(s.min()) >= 0 and float(s.max()) <= 1 and float(m.min()) >= 0 and float(m.max()) <= 1
+    s2, m2 = load_model(trained).predict(x)
+    assert torch.equal(s, s2) and torch.equal(m, m2)
+
+
+def test_init_continues_from_an_artifact(trained, tiny_data, tmp_path):
+    from edgead.artifact import load_artifact
+    from edgead.models.mixed import MixedSupervision
+
+    cat, dd, w = tiny_data
+    from edgead.data.datasets import Sample
+
+    train = [Sample(os.path.join(cat, "train", "good", f"{i:03d}.png"), 0, "good") for i in range(4)]
+    # zero epochs of change is not allowed, so check the loaded state directly: lr 0 keeps the weights
+    model = MixedSupervision(_cfg(w, init=trained, lr=0.0, lr_min=0.0, epochs=1, steps_per_epoch=1))
+    model.fit(train, None, progress=False)
+    ref = load_artifact(trained).tensors
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point and not k.endswith("num_batches_tracked"):
+            assert np.allclose(v.numpy(), ref[k], atol=1e-6), k
+    with pytest.raises(ValueError, match="head_channels"):
+        MixedSupervision(_cfg(w, init=trained, head_channels=16)).fit(train, None, progress=False)
+
+
+def test_onnx_and_detector_match_predict(trained):
+    pytest.importorskip("onnxruntime")
+    from edgead.data.transforms import Preprocessing
+    from edgead.export.onnx import export_onnx
+    from edgead.models import load_model
+    from edgead.runtime.detector import Detector
+
+    export_onnx(trained)
+    model = load_model(trained)
+    imgs = [_tex(np.random.default_rng(10 + i), SIZE, SIZE) for i in range(3)]
+    pre = Preprocessing.from_dict(model.preprocessing().to_dict())
+    s, m = model.predict(torch.from_numpy(pre.batch(imgs)))
+    res = Detector.load(trained, backend="onnxruntime", device="cpu")(imgs)
+    np.testing.assert_allclose(res.scores, s.numpy(), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(res.anomaly_maps), m.numpy(), atol=1e-4)
+
+
+def test_cli_train_defects_init_and_eval(tiny_data, tmp_path):
+    import yaml
+
+    from edgead.cli import main
+
+    cat, dd, w = tiny_data
+    recipe = str(tmp_path / "mixed_tiny.yaml")
+    with open(recipe, "w") as f:
+        yaml.safe_dump({"model": "mixed", "config": _cfg(w, epochs=1, steps_per_epoch=1)}, f)
+    a0, a1 = str(tmp_path / "a0"), str(tmp_path / "a1")
+    assert main(["train", recipe, cat, a0, "--quiet", "--device", "cpu"]) == 0  # cold start
+    assert main(["train", recipe, cat, a1, "--defects", dd, "--init", a0, "--quiet", "--device", "cpu"]) == 0
+    from edgead.artifact import read_meta
+
+    meta = read_meta(a1)
+    assert meta["config"]["init"] == a0 and meta["statistics"]["mixed"]["n_real_defects"] == 6
+    assert main(["eval", a1, cat, "--out", str(tmp_path / "ev"), "--quiet", "--device", "cpu",
+                 "--set-threshold", "recall"]) == 0
+    meta = read_meta(a1)
+    assert meta["thresholds"]["image"] == meta["thresholds"]["candidates"]["image_recall0.95"]
+    # --defects is for the mixed model only
+    assert main(["train", "patchcore_mobilenet_v2", cat, str(tmp_path / "pc"), "--defects", dd, "--quiet"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# the industrial operating point: recall >= target, FPR there (against brute force)
+# ------------------------------------------------------------------------------------------------
+def _brute(s, y, target):
+    best = None
+    for t in sorted(set(s.tolist()), reverse=True):  # highest threshold first
+        pred = s >= t
+        if pred[y == 1].mean() >= target:
+            best = t
+            break
+    fpr = float((s[y == 0] >= best).mean())
+    return best, fpr
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_threshold_at_recall_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    y = rng.integers(0, 2, n)
+    y[0], y[1] = 0, 1
+    s = np.round(rng.normal(size=n) + y * rng.uniform(0, 2), int(rng.integers(0, 3)))  # ties when rounded
+    for target in (0.0, 0.5, 0.8, 0.95, 1.0, float(rng.uniform())):
+        t_ref, f_ref = _brute(s, y, target)
+        assert metrics.threshold_at_recall(s, y, target) == t_ref
+        f, t = metrics.fpr_at_recall(s, y, target)
+        assert t == t_ref and f == pytest.approx(f_ref)
+        assert metrics.recall_at_threshold(s, y, t) >= target
+
+
+def test_threshold_at_recall_input_errors():
+    with pytest.raises(ValueError, match="target_recall"):
+        metrics.threshold_at_recall([0.1, 0.2], [0, 1], 1.5)
+    with pytest.raises(ValueError, match="no 1"):
+        metrics.threshold_at_recall([0.1, 0.2], [0, 0], 0.9)
+    with pytest.raises(ValueError, match="no 0"):
+        metrics.fpr_at_recall([0.1, 0.2], [1, 1], 0.9)
+    m = metrics.evaluate(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+    assert m["image_fpr_at_recall"] == 0.5 and m["image_recall_threshold"] == 0.35

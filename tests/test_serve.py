@@ -1,0 +1,215 @@
+"""`edgead serve`: a real tritonserver (PyTriton) on loopback around the Detector, and edgead.client.
+
+Skipped (cleanly, with the reason) when the optional `serve` extra is absent or this environment cannot run
+PyTriton's Python backend stub (numpy >= 2: see edgead.serve.server). Everything binds 127.0.0.1 only, every
+request loop is bounded, and the server is stopped at the end (its ports are closed afterwards).
+Runtime here: ~30-40 s, mostly tritonserver start-up and the tiny PatchCore fit (2-core loaded machine).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import http.client
+import json
+import os
+import socket
+import urllib.request
+
+import numpy as np
+import pytest
+
+from edgead.serve import serve_available
+
+_why = serve_available()
+if _why is not None:
+    pytest.skip(f"edgead serve unavailable: {_why}", allow_module_level=True)
+pytestmark = [pytest.mark.serve]
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from test_triton_export import make_tiny_artifact, textures  # noqa: E402  (tests/ is on sys.path)
+
+TOL = 1e-5
+
+
+def _free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from edgead.runtime import Detector
+    from edgead.serve import Server
+
+    art = make_tiny_artifact(str(tmp_path_factory.mktemp("serve") / "patchcore"), "patchcore")
+    det = Detector.load(art, backend="onnxruntime", device="cpu")
+    http_port, grpc_port, metrics_port = _free_ports(3)
+    srv = Server(det, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, max_batch_size=8,
+                 max_queue_delay_us=5000, instances=1)
+    srv.start()
+    try:
+        yield art, det, srv
+    finally:
+        srv.stop()
+        det.close()
+        for p in (http_port, grpc_port, metrics_port):  # clean shutdown: nothing listens any more
+            assert not _port_open(p), f"port {p} still open after stop()"
+
+
+def _same(got, ref):
+    np.testing.assert_allclose(np.asarray(got.scores), np.asarray(ref.scores), rtol=0, atol=TOL)
+    for g, r in zip(got.anomaly_maps, ref.anomaly_maps):
+        np.testing.assert_allclose(g, r, rtol=0, atol=TOL)
+    assert np.array_equal(np.asarray(got.labels), np.asarray(ref.labels))
+    # masks: equal except where a map value sits within TOL of the pixel threshold
+    for g, r, m in zip(got.masks, ref.masks, ref.anomaly_maps):
+        near = np.abs(m - ref_threshold(ref)) <= TOL
+        assert np.array_equal(g[~near], r[~near])
+
+
+def ref_threshold(ref):
+    return ref._pixel_threshold
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_concurrent_clients_equal_detector(served, protocol):
+    from edgead.client import Client
+
+    art, det, srv = served
+    url = srv.urls[protocol]
+    batches = [textures(1 + i % 3, 100 + i, size=48 + 8 * (i % 2)) for i in range(16)]  # sizes differ from 64
+    refs = [det(b) for b in batches]
+    for r in refs:
+        r._pixel_threshold = det.pixel_threshold
+    with Client(url) as client:
+        assert client.ready()
+        assert client.detector.image_threshold == det.image_threshold
+        assert client.detector.pixel_threshold == det.pixel_threshold
+        before = dict(srv.batch_sizes)
+        with cf.ThreadPoolExecutor(8) as pool:
+            futs = [pool.submit(client, b) for b in batches]
+            results = [f.result(timeout=60) for f in futs]
+    for got, ref in zip(results, refs):
+        _same(got, ref)
+    # single image in, Result out, like the Detector
+    with Client(url) as client:
+        r1, d1 = client(batches[0][0]), det(batches[0][0])
+    assert abs(r1.score - d1.score) <= TOL and r1.anomaly_map.shape == d1.anomaly_map.shape
+    assert r1.label == d1.label
+    seen = {k: v - before.get(k, 0) for k, v in srv.batch_sizes.items() if v - before.get(k, 0) > 0}
+    assert sum(k * v for k, v in seen.items()) >= sum(len(b) for b in batches)
+    # dynamic batching: 8 threads, 5 ms queue delay -> requests were combined (the largest request has 3 images)
+    assert max(seen) > 3, seen
+
+
+def test_client_sends_files_and_refuses_truncated_image(served, tmp_path):
+    import cv2
+
+    from edgead.client import Client
+
+    art, det, srv = served
+    paths = []
+    for i, im in enumerate(textures(3, 7)):
+        p = str(tmp_path / f"im{i}.png")
+        cv2.imwrite(p, im[:, :, ::-1])
+        paths.append(p)
+    with Client(srv.urls["http"], artifact=art) as client:  # metadata from the artifact instead of the server
+        got, ref = client(paths), det(paths)
+        ref._pixel_threshold = det.pixel_threshold
+        _same(got, ref)
+        assert got.paths == paths
+        data = open(paths[0], "rb").read()
+        bad = str(tmp_path / "truncated.png")
+        with open(bad, "wb") as f:
+            f.write(data[: len(data) // 3])
+        with pytest.raises((ValueError, OSError)):
+            client([bad])
+        again = client(paths[:1])  # still serving
+        assert abs(again[0].score - ref[0].score) <= TOL
+
+
+def _raw_http_infer(port, model, header, body, timeout=30):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        head = json.dumps(header).encode()
+        conn.request("POST", f"/v2/models/{model}/infer", body=head + body,
+                     headers={"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_malformed_requests_get_errors_and_server_keeps_serving(served):
+    from edgead.client import Client, ServerError
+
+    art, det, srv = served
+    c, h, w = srv.input_shape
+    good = det.preprocessing.batch(list(textures(2, 3)))
+    ref_s, _ = det.infer_preprocessed(good)
+    for url in (srv.urls["http"], srv.urls["grpc"]):
+        with Client(url) as client:
+            cases = {
+                "dtype": good.astype(np.float64),
+                "shape": np.zeros((1, c, h, w + 1), np.float32),
+                "channels": np.zeros((1, 1, h, w), np.float32),
+                "empty": np.zeros((0, c, h, w), np.float32),
+                "nan": np.full((1, c, h, w), np.nan, np.float32),
+            }
+            for name, x in cases.items():
+                if name == "empty":  # the client refuses it before sending: send it raw below
+                    with pytest.raises(ValueError):
+                        client.infer_preprocessed(x)
+                    continue
+                with pytest.raises(ServerError):
+                    client.infer_preprocessed(x)
+                s, _ = client.infer_preprocessed(good)  # still serving, still right
+                np.testing.assert_allclose(s, ref_s, rtol=0, atol=TOL)
+    # raw HTTP: an empty batch, a payload shorter than its shape, a body that is not a request
+    n = c * h * w
+    full = np.zeros((1, c, h, w), np.float32).tobytes()
+    hdr = lambda shape, size: {"inputs": [{"name": "image", "shape": shape, "datatype": "FP32",  # noqa: E731
+                                           "parameters": {"binary_data_size": size}}]}
+    st, body = _raw_http_infer(srv.http_port, srv.name, hdr([0, c, h, w], 0), b"")
+    assert st >= 400, body
+    st, body = _raw_http_infer(srv.http_port, srv.name, hdr([1, c, h, w], 4 * n), full[: len(full) // 2])
+    assert st >= 400, body
+    st, body = _raw_http_infer(srv.http_port, srv.name, {"inputs": "nonsense"}, b"")
+    assert st >= 400, body
+    with Client(srv.urls["http"]) as client:
+        s, _ = client.infer_preprocessed(good)
+    np.testing.assert_allclose(s, ref_s, rtol=0, atol=TOL)
+
+
+def test_health_and_metrics(served):
+    art, det, srv = served
+    for path in ("/v2/health/live", "/v2/health/ready", f"/v2/models/{srv.name}/ready"):
+        with urllib.request.urlopen(f"{srv.urls['http']}{path}", timeout=10) as r:
+            assert r.status == 200, path
+    with urllib.request.urlopen(srv.urls["metrics"], timeout=10) as r:
+        text = r.read().decode()
+    assert "nv_inference_request_success" in text and f'model="{srv.name}"' in text
+    meta = srv.meta()
+    assert meta["preprocessing"] == det.artifact.preprocessing and meta["input_shape"] == list(srv.input_shape)
+
+
+def test_server_argument_errors(served):
+    from edgead.serve import Server
+
+    art, det, srv = served
+    for kw in ({"http_port": 0}, {"max_batch_size": 0}, {"name": "a b"}, {"instances": True}):
+        with pytest.raises(ValueError):
+            Server(det, **kw)

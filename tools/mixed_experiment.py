@@ -1,0 +1,248 @@
+#!/usr/bin/env python
+"""Mixed supervision on magnetic-tile (issue 13, item 4): k = 0, 5, 20 real defects, one unseen defect type,
+and PatchCore, all scored on the same test part.
+
+    PYTHONPATH=python OMP_NUM_THREADS=1 nice -n 10 python tools/mixed_experiment.py \
+        --data ../shared/data/magnetic-tile --out /tmp/mixed_exp --runs k0,k5 &
+    ... --runs k20,unseen,patchcore &        # a second process (the two share nothing but the split)
+    python tools/mixed_experiment.py --data ... --out /tmp/mixed_exp --report   # table + figure
+
+Split (fixed seed, deterministic): for each defect type, its test images (sorted by name) are permuted
+with numpy default_rng([seed, crc32(type)]); the first round(pool_fraction * n) go to the injection pool,
+the rest to the test part. Pool images whose mask is empty after thresholding at 128 (four `uneven` ones)
+stay in the test part. The pool is then ordered once (default_rng(seed) permutation of all pool images):
+k = 5 is the first 5, k = 20 the first 20 (nested, as the paper's fractions). The unseen run takes the first
+20 pool images whose type is not `--unseen` (default `uneven`, an area-like defect, as the paper's unseen
+"area" group). Everything is built from symbolic links under OUT (no image is copied or changed).
+PatchCore (models/patchcore_mobilenet_v2.yaml, shared MobileNetV2 weights) is fitted on a random subset of
+`--patchcore-train` train/good images (same seed) to fit the CPU budget.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+import zlib
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+RUNS = ("k0", "k5", "k20", "unseen", "patchcore", "k0cont", "k20cont")
+
+
+def _shared(*parts):
+    """../shared/<parts> next to the checkout or next to one of its parents (git worktrees)."""
+    base = REPO
+    for _ in range(3):
+        base = os.path.dirname(base)
+        if os.path.isdir(os.path.join(base, "shared")):
+            return os.path.join(base, "shared", *parts)
+    return os.path.join(os.path.dirname(REPO), "shared", *parts)
+
+
+def _link(src, dst):
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    if not os.path.lexists(dst):
+        os.symlink(os.path.abspath(src), dst)
+
+
+def make_split(data, out, pool_fraction, seed, unseen):
+    """-> dict with the test-part root, pool list [(type, image, mask)], and the split itself (JSON)."""
+    from edgead.data.datasets import MVTecDataset
+    from edgead.data.io import read_mask
+
+    split_path = os.path.join(out, "split.json")
+    if os.path.isfile(split_path):
+        with open(split_path) as f:
+            return json.load(f)
+    ds = MVTecDataset(data)
+    test = ds.test_samples()
+    pool, test_part = [], []
+    for t in ds.defect_types():
+        items = sorted([s for s in test if s.defect_type == t], key=lambda s: s.path)
+        perm = np.random.default_rng([seed, zlib.crc32(t.encode())]).permutation(len(items))
+        n_pool = int(round(pool_fraction * len(items)))
+        for rank, i in enumerate(perm):
+            s = items[int(i)]
+            if rank < n_pool and s.mask_paths and read_mask(s.mask_paths[0], 128).any():
+                pool.append([t, s.path, s.mask_paths[0]])
+            else:
+                test_part.append([t, s.path, s.mask_paths[0] if s.mask_paths else None])
+    order = np.random.default_rng(seed).permutation(len(pool))
+    pool = [pool[int(i)] for i in order]
+    root = os.path.join(out, "data_test")
+    _link(os.path.join(data, "train", "good"), os.path.join(root, "train", "good"))
+    _link(os.path.join(data, "test", "good"), os.path.join(root, "test", "good"))
+    for t, p, m in test_part:
+        _link(p, os.path.join(root, "test", t, os.path.basename(p)))
+        if m:
+            _link(m, os.path.join(root, "ground_truth", t, os.path.basename(m)))
+    split = {"data": os.path.abspath(data), "seed": seed, "pool_fraction": pool_fraction, "unseen": unseen,
+             "test_root": root, "pool": pool, "test_part": test_part,
+             "n_test_good": len(os.listdir(os.path.join(data, "test", "good")))}
+    os.makedirs(out, exist_ok=True)
+    with open(split_path, "w") as f:
+        json.dump(split, f, indent=1)
+    return split
+
+
+def pool_dir(out, split, name, k, exclude=None):
+    chosen = [e for e in split["pool"] if e[0] != exclude][:k]
+    d = os.path.join(out, f"pool_{name}")
+    for t, p, m in chosen:
+        _link(p, os.path.join(d, t, os.path.basename(p)))
+        _link(m, os.path.join(d, "ground_truth", t, os.path.basename(m)))
+    return d, chosen
+
+
+def run_one(name, args, split):
+    from edgead import pipeline
+
+    out = args.out
+    art, ev = os.path.join(out, f"art_{name}"), os.path.join(out, f"eval_{name}")
+    root = split["test_root"]
+    t0 = time.time()
+    info = {"run": name}
+    if name == "patchcore":
+        from edgead.models.backbones import default_normalization
+
+        pc_root = os.path.join(out, "data_patchcore")
+        good = sorted(os.listdir(os.path.join(split["data"], "train", "good")))
+        sub = np.random.default_rng(args.seed).permutation(len(good))[: args.patchcore_train]
+        for i in sorted(int(j) for j in sub):
+            _link(os.path.join(split["data"], "train", "good", good[i]), os.path.join(pc_root, "train", "good", good[i]))
+        for d in ("test", "ground_truth"):
+            _link(os.path.join(root, d), os.path.join(pc_root, d))
+        mean, std = default_normalization("mobilenet_v2", args.weights)
+        pipeline.train(os.path.join(REPO, "models", "patchcore_mobilenet_v2.yaml"), pc_root, art, device="cpu",
+                       progress=not args.quiet, overrides={"weights": args.weights, "mean": list(mean), "std": list(std),
+                                                           "image_size": [args.image_size] * 2,
+                                                           "coreset_ratio": args.coreset_ratio})
+        info.update(n_train=len(sub), coreset_ratio=args.coreset_ratio)
+    else:
+        ov = {"image_size": [args.image_size] * 2, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
+              "patience": args.patience, "t0_epochs": args.t0_epochs, "mask_threshold": 128, "seed": args.seed}
+        base = name[: -len("cont")] if name.endswith("cont") else name
+        if name != base:  # growth: continue the finished `base` run (--init) for the same schedule again
+            ov["init"] = os.path.join(out, f"art_{base}")
+            info["init"] = ov["init"]
+        if base != "k0":
+            k = 20 if base in ("k20", "unseen") else int(base[1:])
+            d, chosen = pool_dir(out, split, base, k, exclude=split["unseen"] if base == "unseen" else None)
+            ov["defects"] = d
+            info["defects"] = [[t, os.path.basename(p)] for t, p, _ in chosen]
+        pipeline.train(os.path.join(REPO, "models", "mixed.yaml"), root, art, device="cpu", progress=not args.quiet,
+                       overrides=ov)
+    info["train_seconds"] = round(time.time() - t0, 1)
+    t1 = time.time()
+    pipeline.evaluate(art, root, ev, device="cpu", progress=not args.quiet)
+    info["eval_seconds"] = round(time.time() - t1, 1)
+    with open(os.path.join(ev, "run.json"), "w") as f:
+        json.dump(info, f, indent=1)
+
+
+def _subset_metrics(ev, dtype):
+    """image AUROC and FPR at 95 % recall on test/good + one defect type, from eval/scores.csv."""
+    from edgead import metrics
+
+    s, y = [], []
+    with open(os.path.join(ev, "scores.csv")) as f:
+        for r in csv.DictReader(f):
+            if r["defect_type"] in ("good", dtype):
+                s.append(float(r["score"]))
+                y.append(int(r["label"]))
+    s, y = np.array(s), np.array(y)
+    return metrics.auroc(s, y), metrics.fpr_at_recall(s, y, 0.95)[0], int(y.sum())
+
+
+def report(args, split):
+    rows, types = [], sorted({t for t, _, _ in split["test_part"]})
+    for name in RUNS:
+        ev = os.path.join(args.out, f"eval_{name}")
+        if not os.path.isfile(os.path.join(ev, "metrics.json")):
+            continue
+        with open(os.path.join(ev, "metrics.json")) as f:
+            m = json.load(f)["metrics"]
+        with open(os.path.join(ev, "run.json")) as f:
+            info = json.load(f)
+        per = {t: _subset_metrics(ev, t) for t in types}
+        rows.append({"run": name, "image_auroc": m["image_auroc"], "pixel_auroc": m.get("pixel_auroc"),
+                     "aupro": m.get("aupro"), "fpr_at_95_recall": m["image_fpr_at_recall"], "per_type": per, **info})
+    lines = ["| run | real defects | image AUROC | pixel AUROC | AUPRO@0.3 | FPR @ 95 % recall | "
+             + f"{split['unseen']}: image AUROC / FPR@95 | train s |", "|---" * 8 + "|"]
+    for r in rows:
+        nd = "PatchCore" if r["run"] == "patchcore" else str(len(r.get("defects", [])))
+        if r.get("init"):
+            nd += f" (--init {os.path.basename(r['init'])}: 2x schedule)"
+        if r["run"] == "unseen":
+            nd += f" (no {split['unseen']})"
+        a, fp, _ = r["per_type"][split["unseen"]]
+        lines.append(f"| {r['run']} | {nd} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['aupro']:.3f} | "
+                     f"{r['fpr_at_95_recall']:.3f} | {a:.3f} / {fp:.3f} | {r['train_seconds']:.0f} |")
+    lines += ["", "Per defect type (test/good + that type): image AUROC / FPR at 95 % recall", "",
+              "| run | " + " | ".join(f"{t} (n={rows[0]['per_type'][t][2]})" for t in types) + " |" if rows else "",
+              "|---" * (len(types) + 1) + "|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | " + " | ".join(f"{r['per_type'][t][0]:.3f} / {r['per_type'][t][1]:.3f}" for t in types) + " |")
+    text = "\n".join(lines)
+    print(text)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    if rows:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        names = [r["run"] for r in rows]
+        axes[0].bar(names, [r["fpr_at_95_recall"] for r in rows], color="tab:red")
+        axes[0].set_title("FPR at 95 % recall (lower is better)")
+        axes[1].bar(names, [r["image_auroc"] for r in rows], color="tab:blue")
+        axes[1].set_ylim(0.5, 1.0), axes[1].set_title("image AUROC")
+        fig.tight_layout(), fig.savefig(os.path.join(args.out, "results.png"), dpi=100), plt.close(fig)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=_shared("data", "magnetic-tile"))
+    p.add_argument("--out", default="/tmp/mixed_exp")
+    p.add_argument("--runs", default=",".join(RUNS), help=f"comma list of {RUNS}")
+    p.add_argument("--report", action="store_true", help="only write the table of the finished runs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool-fraction", type=float, default=0.3)
+    p.add_argument("--unseen", default="uneven")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--steps-per-epoch", type=int, default=30)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--t0-epochs", type=int, default=6)
+    p.add_argument("--patchcore-train", type=int, default=200)
+    p.add_argument("--coreset-ratio", type=float, default=0.05)
+    p.add_argument("--weights", default=_shared("weights", "mobilenet_v2_imagenet.safetensors"))
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    split = make_split(args.data, args.out, args.pool_fraction, args.seed, args.unseen)
+    if args.report:
+        report(args, split)
+        return 0
+    for name in [r for r in args.runs.split(",") if r]:
+        if name not in RUNS:
+            raise SystemExit(f"--runs: unknown run {name!r}; expected some of {RUNS}")
+        print(f"=== {name} ({time.strftime('%H:%M:%S')})", flush=True)
+        run_one(name, args, split)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
