@@ -149,6 +149,7 @@ def cmd_train(a) -> int:
         overrides["coreset_ratio"] = a.coreset_ratio
     if a.image_size is not None:
         overrides["image_size"] = [a.image_size, a.image_size]
+    overrides.update(tile=a.tile, stride=a.stride)
     if a.defects or a.init:  # mixed supervision (edgead.models.mixed) only
         if load_recipe_model(a.recipe) != "mixed":
             raise ValueError("--defects/--init: only the 'mixed' model learns from real defects / continues training")
@@ -169,7 +170,8 @@ def cmd_eval(a) -> int:
 
     out = a.out or os.path.join(a.artifact, "eval")
     pipeline.evaluate(a.artifact, a.data, out, device=a.device, category=a.category, set_threshold=a.set_threshold,
-                      progress=not a.quiet, backend=a.backend, precision=a.precision, batch_size=a.batch_size)
+                      progress=not a.quiet, backend=a.backend, precision=a.precision, batch_size=a.batch_size,
+                      tile=a.tile, stride=a.stride)
     return 0
 
 
@@ -178,7 +180,8 @@ def cmd_predict(a) -> int:
 
     out = a.out or os.path.join(a.artifact, "predictions")
     pipeline.predict(a.artifact, a.inputs if len(a.inputs) > 1 else a.inputs[0], out, device=a.device,
-                     progress=not a.quiet, batch_size=a.batch_size, backend=a.backend, precision=a.precision)
+                     progress=not a.quiet, batch_size=a.batch_size, backend=a.backend, precision=a.precision,
+                     tile=a.tile, stride=a.stride)
     return 0
 
 
@@ -335,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     def quiet(sp):
         sp.add_argument("--quiet", action="store_true", help="no progress bars / tables")
 
+    def tiling(sp):  # edgead.tiling: tiles of the full-resolution image, maps stitched at its size
+        sp.add_argument("--tile", type=_NON_NEGATIVE, default=None,
+                        help="tile size in pixels (None: the recipe's / artifact's tiling; 0: no tiling)")
+        sp.add_argument("--stride", type=_POSITIVE, default=None,
+                        help="tile stride in pixels, <= --tile (None: the stored stride, else the tile: no overlap)")
+
     def scoring(sp, batch_size):
         sp.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch",
                         help="runtime.Detector backend that scores: torch (the trained model), onnxruntime "
@@ -356,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None, help="validation split seed (None: the recipe's, else 0)")
     t.add_argument("--coreset-ratio", type=_RATIO, default=None, help="PatchCore coreset ratio in (0, 1] (overrides the recipe)")
     t.add_argument("--image-size", type=_POSITIVE, default=None, help="square input size (overrides the recipe)")
+    tiling(t)
     t.add_argument("--defects", default=None,
                    help="mixed model: folder of real defects (<type>/* images, ground_truth/<type>/<stem>_mask.png "
                         "masks; an image without mask is an image-level label)")
@@ -372,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--set-threshold", choices=["f1", "fpr", "recall"], default=None,
                    help="activate the F1-optimal, FPR-0.5%% or recall-95%% threshold in the artifact")
     scoring(e, 16)
+    tiling(e)
     quiet(e)
     e.set_defaults(func=cmd_eval)
 
@@ -380,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="image files and/or folders")
     pr.add_argument("--out", default=None, help="output folder (None: ARTIFACT/predictions)")
     scoring(pr, 8)
+    tiling(pr)
     quiet(pr)
     pr.set_defaults(func=cmd_predict)
 

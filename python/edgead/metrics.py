@@ -19,7 +19,7 @@ what was expected and what came.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,6 +42,8 @@ __all__ = [
     "pixel_auroc",
     "pixel_average_precision",
     "evaluate",
+    "pack_mixed",
+    "pixel_metrics_mixed",
     "plot_roc",
     "plot_pro",
 ]
@@ -426,7 +428,11 @@ def evaluate(image_scores: Any, image_labels: Any, anomaly_maps: Any = None, mas
     if (anomaly_maps is None) != (masks is None):
         raise ValueError(f"{fn}: arguments 'anomaly_maps' and 'masks' go together, got only "
                          f"'{'anomaly_maps' if masks is None else 'masks'}'")
-    if anomaly_maps is not None:
+    if anomaly_maps is not None and _mixed_sizes(anomaly_maps, masks):
+        if len(anomaly_maps) != s.size:
+            raise ValueError(f"{fn}: argument 'anomaly_maps' expected {s.size} maps (one per image score), got {len(anomaly_maps)}")
+        out.update(pixel_metrics_mixed(anomaly_maps, masks, fpr_limit))
+    elif anomaly_maps is not None:
         maps, m = _maps_masks(anomaly_maps, masks, fn)
         if maps.shape[0] != s.size:
             raise ValueError(f"{fn}: argument 'anomaly_maps' expected {s.size} maps (one per image score), got {maps.shape[0]}")
@@ -438,6 +444,76 @@ def evaluate(image_scores: Any, image_labels: Any, anomaly_maps: Any = None, mas
         from edgead import ops
 
         out["aupro"] = ops.aupro(maps, m, _limit(fpr_limit, fn))
+    return out
+
+
+def _mixed_sizes(anomaly_maps: Any, masks: Any) -> bool:
+    """True for lists of (H_i, W_i) maps / masks whose sizes differ (native-resolution evaluation)."""
+    if not isinstance(anomaly_maps, (list, tuple)) or not anomaly_maps:
+        return False
+    return len({np.shape(a) for a in anomaly_maps} | {np.shape(b) for b in (masks or [])}) > 1
+
+
+def pack_mixed(anomaly_maps: Sequence[Any], masks: Sequence[Any]) -> Tuple[np.ndarray, np.ndarray, int, int]:
+    """Pack images of different sizes into one (1, H, W) canvas for the PRO kernel, nothing resized.
+
+    Images are stacked along the axis that wastes fewer pixels, with a one-pixel gap between them,
+    so their 8-connected defect regions stay apart. Filler pixels (gaps and padding) are defect-free
+    with a score below every real score, so they only enter the curve at its very last point.
+    -> (maps float32 (1, H, W), masks uint8 (1, H, W), real defect-free pixel count, filler count).
+    """
+    fn = "pack_mixed"
+    if len(anomaly_maps) != len(masks):
+        raise ValueError(f"{fn}: {len(anomaly_maps)} anomaly maps but {len(masks)} masks")
+    mp, mk = [], []
+    for i, (a, b) in enumerate(zip(anomaly_maps, masks)):
+        a2, b2 = _maps_masks(a, b, fn)
+        if a2.shape[0] != 1:
+            raise ValueError(f"{fn}: item {i}: expected one (H, W) map per image, got shape {np.shape(a)}")
+        mp.append(a2[0].astype(np.float32))
+        mk.append(b2[0])
+    hs = np.array([a.shape[0] for a in mp])
+    ws = np.array([a.shape[1] for a in mp])
+    vertical = (hs + 1).sum() * ws.max() <= (ws + 1).sum() * hs.max()
+    H, W = ((hs + 1).sum() - 1, ws.max()) if vertical else (hs.max(), (ws + 1).sum() - 1)
+    low = np.float32(min(float(a.min()) for a in mp) - 1.0)
+    cm = np.full((1, H, W), low, np.float32)
+    ck = np.zeros((1, H, W), np.uint8)
+    o = 0
+    for a, b in zip(mp, mk):
+        h, w = a.shape
+        if vertical:
+            cm[0, o : o + h, :w], ck[0, o : o + h, :w] = a, b
+            o += h + 1
+        else:
+            cm[0, :h, o : o + w], ck[0, :h, o : o + w] = a, b
+            o += w + 1
+    real = int(sum(a.size for a in mp))
+    neg = real - int(sum(int(b.sum()) for b in mk))
+    return cm, ck, neg, int(H * W - real)
+
+
+def pixel_metrics_mixed(anomaly_maps: Sequence[Any], masks: Sequence[Any], fpr_limit: float = 0.3) -> Dict[str, float]:
+    """pixel_auroc, pixel_ap, pixel_f1_max and aupro over images of different sizes, each at its own
+    (native) resolution: the pixel metrics pool every pixel of every image (as for equal sizes); AUPRO
+    runs the exact PRO kernel on a packed canvas (:func:`pack_mixed`) with the FPR limit scaled by
+    neg / (neg + filler), which gives exactly the AUPRO over the real pixels (filler pixels never
+    exceed a threshold before FPR reaches neg / (neg + filler) >= the scaled limit)."""
+    fn = "pixel_metrics_mixed"
+    limit = _limit(fpr_limit, fn)
+    ps, py = [], []
+    for a, b in zip(anomaly_maps, masks):
+        a2, b2 = _maps_masks(a, b, fn)
+        ps.append(a2.ravel().astype(np.float64))
+        py.append(b2.ravel().astype(bool))
+    ps, py = np.concatenate(ps), np.concatenate(py)
+    _need_both_classes(py, fn, "masks", "pixel AUROC")
+    out = {"pixel_auroc": _auroc(ps, py), "pixel_ap": _ap(ps, py), "pixel_f1_max": _f1_max(ps, py)[0]}
+    del ps, py
+    from edgead import ops
+
+    cm, ck, neg, filler = pack_mixed(anomaly_maps, masks)
+    out["aupro"] = ops.aupro(cm, ck, limit * neg / (neg + filler))
     return out
 
 
@@ -472,8 +548,18 @@ def plot_roc(scores: Any, labels: Any, path: str, title: str = "ROC") -> str:
 
 
 def plot_pro(anomaly_maps: Any, masks: Any, path: str, fpr_limit: float = 0.3, title: str = "PRO") -> str:
-    """Write the PRO curve up to fpr_limit (with its AUPRO) to a PNG at `path`; returns the path."""
-    c = pro_curve(anomaly_maps, masks, fpr_limit)
+    """Write the PRO curve up to fpr_limit (with its AUPRO) to a PNG at `path`; returns the path.
+    Lists of maps / masks of different sizes are evaluated at their own sizes (see pack_mixed)."""
+    if _mixed_sizes(anomaly_maps, masks):
+        cm, ck, neg, filler = pack_mixed(anomaly_maps, masks)
+        c = pro_curve(cm, ck, 1.0)
+        fpr_all = np.minimum(c.fpr * ((neg + filler) / neg), 1.0)
+        from edgead import ops
+
+        area = ops.aupro(cm, ck, _limit(fpr_limit, "plot_pro") * neg / (neg + filler))
+        c = ProCurve(fpr_all, c.pro, c.thresholds, area)
+    else:
+        c = pro_curve(anomaly_maps, masks, fpr_limit)
     k = int(np.searchsorted(c.fpr, fpr_limit, side="right"))
     fpr, pro = c.fpr[:k], c.pro[:k]
     if k < c.fpr.size and fpr[-1] < fpr_limit:

@@ -78,8 +78,10 @@ def load_recipe(config: Union[str, os.PathLike, Dict[str, Any]], overrides: Opti
         raise ValueError(f"recipe: 'model' expected one of {model_types()}, got {model!r}")
     cfg = dict(raw.get("config") or {})
     for k, v in raw.items():
-        if k not in ("model", "config", "train"):
+        if k not in ("model", "config", "train", "tiling"):
             cfg[k] = v
+    overrides = dict(overrides or {})
+    tiling = _recipe_tiling(raw, cfg, overrides)
     tr = dict(_TRAIN_DEFAULTS)
     tr.update(raw.get("train") or {})
     for k, v in (overrides or {}).items():
@@ -89,7 +91,21 @@ def load_recipe(config: Union[str, os.PathLike, Dict[str, Any]], overrides: Opti
             tr[k] = v
         else:
             cfg[k] = v
-    return {"model": model, "config": cfg, "train": tr}
+    return {"model": model, "config": cfg, "train": tr, "tiling": tiling}
+
+
+def _recipe_tiling(raw: Dict[str, Any], cfg: Dict[str, Any], overrides: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Tiling hook of load_recipe: `tiling:` at the top level (or inside config), overridden by the
+    `tile` / `stride` overrides (CLI --tile/--stride; tile 0 switches it off). -> tiling dict or None.
+    With tiling the model's input size is the tile: image_size defaults to it."""
+    from edgead.tiling import resolve_tiling
+
+    t = resolve_tiling({"tiling": raw.get("tiling", cfg.pop("tiling", None))}, overrides.pop("tile", None),
+                       overrides.pop("stride", None))
+    if t is None:
+        return None
+    cfg.setdefault("image_size", list(t.tile))
+    return t.to_dict()
 
 
 def _dataset(data_root, category=None):
@@ -156,8 +172,9 @@ def _runtime_device(device: Optional[str], backend: str) -> Optional[str]:
 
 
 def model_detector(model, device: str = "cpu", thresholds: Optional[Dict[str, Any]] = None,
-                   statistics: Optional[Dict[str, Any]] = None, batch_size: Optional[int] = None):
-    """A runtime.Detector around an in-memory torch model (torch backend), e.g. one just trained and not saved yet."""
+                   statistics: Optional[Dict[str, Any]] = None, batch_size: Optional[int] = None, tiling=None):
+    """A runtime.Detector around an in-memory torch model (torch backend), e.g. one just trained and not saved yet.
+    tiling: the recipe's tiling dict (edgead.tiling), stored like edgead.json's "tiling"."""
     from edgead.artifact import Artifact
     from edgead.runtime import Detector
     from edgead.runtime.backends import TorchBackend
@@ -166,13 +183,14 @@ def model_detector(model, device: str = "cpu", thresholds: Optional[Dict[str, An
                for k, v in model.artifact_tensors().items()}
     art = Artifact(path=None, model_type=model.model_type, config=dict(model.artifact_config()),
                    preprocessing=model.preprocessing().to_dict(), tensors=tensors,
-                   thresholds=dict(thresholds or {}), statistics=dict(statistics or {}))
+                   thresholds=dict(thresholds or {}), statistics=dict(statistics or {}),
+                   meta={"tiling": tiling} if tiling else {})
     dev = "cuda" if str(device).startswith("cuda") else "cpu"
     return Detector(art, TorchBackend(device=dev, model=model), batch_size=batch_size)
 
 
 def load_detector(artifact_dir, backend: str = "torch", device: Optional[str] = "auto", precision: Optional[str] = None,
-                  batch_size: Optional[int] = None):
+                  batch_size: Optional[int] = None, tile=None, stride=None):
     """runtime.Detector.load for the pipeline: device 'auto' resolved, and for TensorRT the engine built on
     this GPU first when the artifact has none (the runtime itself never builds)."""
     from edgead.runtime import BACKENDS, Detector
@@ -187,7 +205,22 @@ def load_detector(artifact_dir, backend: str = "torch", device: Optional[str] = 
         precision = precision or "fp16"
         kwargs["engine"] = find_or_build_engine(artifact_dir, precision=precision)
     return Detector.load(artifact_dir, backend=backend, device=_runtime_device(device, backend), precision=precision,
-                         batch_size=batch_size, **kwargs)
+                         batch_size=batch_size, tile=tile, stride=stride, **kwargs)
+
+
+def _ravel(a) -> np.ndarray:
+    return a.ravel() if isinstance(a, np.ndarray) else np.concatenate([np.asarray(m).ravel() for m in a])
+
+
+def _tiled_training_items(recipe, train_s, val_s, seed: int):
+    """Training-sampling hook: with a recipe `tiling`, the model fits on the tiles of the full-resolution
+    training images (edgead.tiling.TiledSamples, which edgead.data.datasets.iter_batches understands)."""
+    if recipe.get("tiling") is None:
+        return train_s, val_s
+    from edgead.tiling import Tiling, TiledSamples
+
+    t = Tiling.from_config(recipe["tiling"])
+    return TiledSamples(train_s, t, seed), (TiledSamples(val_s, t, seed) if val_s else val_s)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -219,18 +252,20 @@ def train(config, data_root, out_dir, category: Optional[str] = None, device: st
         raise ValueError(f"train: no training images found under {data_root}")
     cls = get_model_class(recipe["model"])
     model = cls(recipe["config"])
+    fit_train, fit_val = _tiled_training_items(recipe, train_s, val_s, int(tr["seed"]))
     t0 = time.time()
     if progress:
         print(f"edgead train: {recipe['model']} on {len(train_s)} images ({len(val_s)} held out for validation), device {dev}", flush=True)
-    stats = dict(model.fit(train_s, val_s or None, device=dev, progress=progress) or {})
+    stats = dict(model.fit(fit_train, fit_val or None, device=dev, progress=progress) or {})
     fit_s = time.time() - t0
     model = model.to(dev).eval()
     thresholds: Dict[str, Any] = {"candidates": {}}
     if val_s:
         q = float(tr["threshold_quantile"])
-        vs, vm = model_detector(model, dev, batch_size=16).score_files(val_s, progress, "validation")
+        # with a tiling the Detector stitches maps at each image's size (score_files goes native by itself)
+        vs, vm = model_detector(model, dev, batch_size=16, tiling=recipe["tiling"]).score_files(val_s, progress, "validation")
         rng = np.random.default_rng(0)
-        pix = vm.reshape(-1)
+        pix = np.concatenate([m.reshape(-1) for m in vm])
         if pix.size > 2_000_000:
             pix = rng.choice(pix, 2_000_000, replace=False)
         cand = {
@@ -252,6 +287,10 @@ def train(config, data_root, out_dir, category: Optional[str] = None, device: st
     }
     path = save_artifact(out_dir, model.model_type, model.artifact_config(), model.preprocessing().to_dict(),
                          model.artifact_tensors(), thresholds=thresholds, statistics=stats)
+    if recipe["tiling"] is not None:
+        from edgead.artifact import update_meta
+
+        update_meta(path, tiling=recipe["tiling"])
     if progress:
         _print_table("edgead train", [
             ("artifact", path), ("model", recipe["model"]), ("train images", len(train_s)),
@@ -294,7 +333,7 @@ def _plot_curves(out_dir, scores, labels, maps, masks, m) -> Dict[str, str]:
         ax.set_xlabel("false positive rate"), ax.set_ylabel("true positive rate"), ax.legend(loc="lower right")
         fig.tight_layout(), fig.savefig(roc_path, dpi=100), plt.close(fig)
         files["roc"] = roc_path
-    if maps is not None and masks is not None and masks.any():
+    if maps is not None and masks is not None and any(bool(np.any(k)) for k in masks):
         try:
             metrics.plot_pro(maps, masks, pro_path)
             files["pro"] = pro_path
@@ -321,7 +360,7 @@ def _plot_curves(out_dir, scores, labels, maps, masks, m) -> Dict[str, str]:
 
 def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: Optional[str] = None,
              set_threshold: Optional[str] = None, progress: bool = True, backend: str = "torch",
-             precision: Optional[str] = None, batch_size: int = 16) -> Dict[str, Any]:
+             precision: Optional[str] = None, batch_size: int = 16, tile=None, stride=None) -> Dict[str, Any]:
     """Score the test split through runtime.Detector on `backend`, compute metrics, write metrics.json,
     scores.csv, roc.png, pro.png into `out_dir`; store F1-optimal and FPR-0.5% thresholds as candidates
     in the artifact (activated only with set_threshold="f1" or "fpr").
@@ -330,12 +369,12 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
     failed evaluation changes no threshold."""
     from edgead.artifact import read_meta, update_meta
     from edgead.data.datasets import load_mask
-    from edgead.data.transforms import resize_mask
 
     if set_threshold not in (None, "f1", "fpr", "recall"):
         raise ValueError(f"set_threshold: expected None, 'f1', 'fpr' or 'recall', got {set_threshold!r}")
     out_dir = _prepare_out_dir(out_dir, "out_dir")
-    det = load_detector(artifact_dir, backend=backend, device=device, precision=precision, batch_size=batch_size)
+    det = load_detector(artifact_dir, backend=backend, device=device, precision=precision, batch_size=batch_size,
+                        tile=tile, stride=stride)
     ds = _dataset(data_root, category)
     if not hasattr(ds, "test_samples"):
         raise ValueError(f"evaluate: {data_root} has no test split (expected an MVTec-layout category)")
@@ -343,12 +382,14 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
     if not test:
         raise ValueError(f"evaluate: no test images under {data_root}")
     t0 = time.time()
-    scores, maps = det.score_files(test, progress, "evaluating")
+    scores, maps = det.score_files(test, progress, "evaluating", native=True)
     secs = time.time() - t0
     labels = np.array([int(s.label) for s in test])
-    h, w = maps.shape[1:]
-    masks = np.stack([resize_mask(load_mask(s, _image_shape(s.path)), (h, w)) for s in test]).astype(bool)
-    has_masks = bool(masks.any())
+    # native resolution: every mask at its image's size, next to a map of that size (nothing resized)
+    masks = [load_mask(s, m.shape) for s, m in zip(test, maps)]
+    if isinstance(maps, np.ndarray):
+        masks = np.stack(masks)
+    has_masks = any(bool(m.any()) for m in masks)
     from edgead import metrics
 
     m = dict(metrics.evaluate(scores, labels, maps if has_masks else None, masks if has_masks else None))
@@ -358,13 +399,13 @@ def evaluate(artifact_dir, data_root, out_dir, device: str = "auto", category: O
     if "image_f1_threshold" in m:
         cand["image_f1"] = float(m["image_f1_threshold"])
     if has_masks:
-        cand["pixel_f1"] = float(metrics.f1_max(maps.ravel(), masks.ravel())[1])
+        cand["pixel_f1"] = float(metrics.f1_max(_ravel(maps), _ravel(masks))[1])
     if "image_recall_threshold" in m:  # the industrial operating point: recall >= TARGET_RECALL
         cand[f"image_recall{TARGET_RECALL:g}"] = float(m["image_recall_threshold"])
     if normal.size:
         cand[f"image_fpr{TARGET_FPR:g}"] = _fpr_threshold(scores, labels, TARGET_FPR)
         if has_masks:
-            cand[f"pixel_fpr{TARGET_FPR:g}"] = _fpr_threshold(maps.ravel(), masks.ravel(), TARGET_FPR)
+            cand[f"pixel_fpr{TARGET_FPR:g}"] = _fpr_threshold(_ravel(maps), _ravel(masks), TARGET_FPR)
     cand = {k: v for k, v in cand.items() if np.isfinite(v)}
     meta = read_meta(os.fspath(artifact_dir))
     th = dict(meta.get("thresholds") or {})
@@ -461,10 +502,11 @@ def heatmap_overlay(image: np.ndarray, amap: np.ndarray, lo: float, hi: float, a
 
 
 def predict(artifact_dir, inputs, out_dir, device: str = "auto", progress: bool = True, batch_size: int = 8,
-            backend: str = "torch", precision: Optional[str] = None) -> List[Dict[str, Any]]:
+            backend: str = "torch", precision: Optional[str] = None, tile=None, stride=None) -> List[Dict[str, Any]]:
     """Score images through runtime.Detector on `backend`; write <stem>_heatmap.png, <stem>_mask.png,
     scores.csv and results.json to `out_dir`. Maps, masks (map >= pixel threshold) and labels
-    (score >= image threshold) are the Detector's, at each image's own size."""
+    (score >= image threshold) are the Detector's, at each image's own size. tile / stride override
+    the artifact's tiling (edgead.tiling; tile=0: off)."""
     from tqdm.auto import tqdm
 
     from edgead.data.io import read_image, write_image
@@ -475,7 +517,8 @@ def predict(artifact_dir, inputs, out_dir, device: str = "auto", progress: bool 
     if not paths:
         raise ValueError(f"predict: no images found in {inputs}")
     out_dir = _prepare_out_dir(out_dir, "out_dir")
-    det = load_detector(artifact_dir, backend=backend, device=device, precision=precision, batch_size=batch_size)
+    det = load_detector(artifact_dir, backend=backend, device=device, precision=precision, batch_size=batch_size,
+                        tile=tile, stride=stride)
     t_img, t_pix = det.image_threshold, det.pixel_threshold
     vp = (det.artifact.statistics or {}).get("val_pixel") or {}
     lo = float(vp.get("q50", 0.0)) if vp else None

@@ -404,6 +404,9 @@ def iter_batches(
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     if not isinstance(preprocessing, Preprocessing):
         raise TypeError(f"preprocessing: expected Preprocessing, got {type(preprocessing).__name__}")
+    if hasattr(samples_or_paths, "iter_batches"):  # edgead.tiling.TiledSamples: batches of training tiles
+        yield from samples_or_paths.iter_batches(preprocessing, int(batch_size), progress, desc)
+        return
     if isinstance(samples_or_paths, (str, os.PathLike, Sample)):
         items = [samples_or_paths]
     elif isinstance(samples_or_paths, ImageFolder):

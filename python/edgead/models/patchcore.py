@@ -12,6 +12,17 @@ Embedding (the part that is exported, `PatchEmbedder`):
        to ONNX/TensorRT as one MatMul. embedding_dim None (or >= C) keeps all C channels.
     -> embeddings (B, N, D), N = grid_h * grid_w patches in row-major order.
 
+Layers: any backbone stages (edgead.models.backbones), e.g. MobileNetV2 layer1 = features[3] (24 ch, 1/4),
+layer2 = features[6] (1/8), layer3 = features[13] (1/16). The patch grid is that of the FIRST listed layer:
+[layer1, layer2, layer3] scores on a 1/4-scale grid; [layer2, layer1, layer3] keeps the 1/4-scale features
+(averaged 2x2 by the bilinear resize) on a 1/8-scale grid, at a quarter of the kNN cost.
+
+Bounded fit (both off by default): `coreset_candidates` N_c keeps a seeded uniform random sample of N_c
+patch embeddings while embedding (reservoir sampling: memory N_c rows however many images), and the
+greedy coreset runs on that sample only (an approximate selection, explicitly opted into);
+`bank_max_size` caps the bank at that many rows (bank = min(coreset_ratio * rows seen by the greedy,
+bank_max_size)). The greedy cost is rows x bank x coreset_dim, so these two bound the fit time.
+
 Memory bank (fit): embeddings of all training images (float32, or float16 when they would take more
 than `max_feature_bytes`), Johnson-Lindenstrauss projection to `coreset_dim` dims (seeded Gaussian
 matrix / sqrt(coreset_dim)), greedy k-center coreset of `coreset_ratio` * N rows via edgead.ops.coreset
@@ -60,6 +71,8 @@ DEFAULTS: Dict[str, Any] = {
     "embedding_dim": None,
     "coreset_ratio": 0.1,
     "coreset_dim": 128,
+    "bank_max_size": None,
+    "coreset_candidates": None,
     "num_neighbors": 9,
     "blur_sigma": 4.0,
     "seed": 0,
@@ -232,6 +245,10 @@ class PatchCore(AnomalyModel):
         cfg["layers"] = [cfg["layers"]] if isinstance(cfg["layers"], str) else list(cfg["layers"])
         if not 0.0 < float(cfg["coreset_ratio"]) <= 1.0:
             raise ValueError(f"coreset_ratio: expected a number in (0, 1], got {cfg['coreset_ratio']!r}")
+        for key in ("bank_max_size", "coreset_candidates"):
+            v = cfg[key]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1):
+                raise ValueError(f"{key}: expected None or an int >= 1, got {v!r}")
         if int(cfg["num_neighbors"]) < 1:
             raise ValueError(f"num_neighbors: expected an int >= 1, got {cfg['num_neighbors']!r}")
         if cfg["mean"] is None or cfg["std"] is None:
@@ -294,18 +311,19 @@ class PatchCore(AnomalyModel):
         n_patch = self.grid[0] * self.grid[1]
         d = self.embedder.embedding_dim
         total = n_train * n_patch
-        store = torch.float32 if total * d * 4 <= int(self.config["max_feature_bytes"]) else torch.float16
-        feats = torch.empty(total, d, dtype=store, device=dev)
-        pos = 0
-        for x in self._batches(train, dev, progress, "patchcore: embedding train images"):
-            e = self.embedder(x)
-            if tuple(e.shape[1:]) != (n_patch, d):
-                raise ValueError(f"fit: images give a {e.shape[1]}-patch grid, expected {n_patch}: check image_size")
-            e = e.reshape(-1, d)
-            feats[pos : pos + e.shape[0]] = e.to(store)
-            pos += e.shape[0]
-        if pos != total:
-            raise RuntimeError(f"fit: got {pos // n_patch} images, expected {n_train}")
+        cap = self.config.get("coreset_candidates")
+        if cap is not None and int(cap) < total:
+            feats = self._sample_embeddings(train, dev, progress, int(cap), n_patch, total)
+        else:
+            store = torch.float32 if total * d * 4 <= int(self.config["max_feature_bytes"]) else torch.float16
+            feats = torch.empty(total, d, dtype=store, device=dev)
+            pos = 0
+            for x in self._batches(train, dev, progress, "patchcore: embedding train images"):
+                e = self._embed_checked(x, n_patch, d)
+                feats[pos : pos + e.shape[0]] = e.to(store)
+                pos += e.shape[0]
+            if pos != total:
+                raise RuntimeError(f"fit: got {pos // n_patch} images, expected {n_train}")
 
         bank = self.select_bank(feats, progress)
         del feats
@@ -317,6 +335,7 @@ class PatchCore(AnomalyModel):
             "n_train": n_train,
             "bank_size": int(self.memory_bank.shape[0]),
             "n_patches": int(total),
+            "n_candidates": int(min(total, int(cap))) if cap is not None else int(total),
             "embedding_dim": int(d),
             "grid": list(self.grid),
         }
@@ -325,6 +344,43 @@ class PatchCore(AnomalyModel):
         self.statistics = stats
         return stats
 
+    def _embed_checked(self, x: torch.Tensor, n_patch: int, d: int) -> torch.Tensor:
+        e = self.embedder(x)
+        if tuple(e.shape[1:]) != (n_patch, d):
+            raise ValueError(f"fit: images give a {e.shape[1]}-patch grid, expected {n_patch}: check image_size")
+        return e.reshape(-1, d)
+
+    @torch.no_grad()
+    def _sample_embeddings(self, train, dev, progress: bool, cap: int, n_patch: int, total: int) -> torch.Tensor:
+        """A uniform random sample of `cap` of the `total` training patch embeddings (reservoir
+        sampling with seeded random keys: the rows with the `cap` smallest keys), so memory stays at
+        `cap` rows however large the training set is. The approximate selection of
+        `coreset_candidates`: the greedy coreset then runs on this sample only."""
+        d = self.embedder.embedding_dim
+        g = torch.Generator().manual_seed(int(self.config["seed"]) + 1)
+        keys = torch.empty(0)
+        rows = torch.empty(0, d, device=dev)
+        seen = 0
+        for x in self._batches(train, dev, progress, "patchcore: embedding train images (sampling patches)"):
+            e = self._embed_checked(x, n_patch, d)
+            k = torch.rand(e.shape[0], generator=g)
+            seen += e.shape[0]
+            if keys.numel() >= cap:  # rows whose key is above the current cap-th key never enter
+                keep = k < keys.max()
+                e, k = e[keep.to(e.device)], k[keep]
+                if k.numel() == 0:
+                    continue
+            keys = torch.cat([keys, k])
+            rows = torch.cat([rows, e.float()])
+            if keys.numel() > cap:
+                sel = torch.topk(keys, cap, largest=False).indices
+                keys, rows = keys[sel], rows[sel.to(rows.device)]
+        if seen != total:
+            raise RuntimeError(f"fit: got {seen // n_patch} images, expected {total // n_patch}")
+        if progress:
+            print(f"patchcore: sampled {rows.shape[0]} of {total} patches as coreset candidates", flush=True)
+        return rows.contiguous()
+
     @torch.no_grad()
     def select_bank(self, feats: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """(N, D) patch embeddings -> memory bank (M, D) float32: JL projection + greedy coreset."""
@@ -332,7 +388,9 @@ class PatchCore(AnomalyModel):
         dev, store = feats.device, feats.dtype
         ratio = float(self.config["coreset_ratio"])
         n_keep = max(1, int(round(total * ratio)))
-        if ratio >= 1.0 or n_keep >= total:
+        if self.config.get("bank_max_size") is not None:
+            n_keep = min(n_keep, int(self.config["bank_max_size"]))
+        if n_keep >= total:
             bank = feats.float()
         else:
             g = torch.Generator().manual_seed(int(self.config["seed"]))
@@ -345,7 +403,7 @@ class PatchCore(AnomalyModel):
             else:
                 reduced = feats
             if progress:
-                print(f"patchcore: greedy coreset {n_keep} of {total} patches ({ratio:.1%}) on {dev.type}", flush=True)
+                print(f"patchcore: greedy coreset {n_keep} of {total} patches ({n_keep / total:.2%}) on {dev.type}", flush=True)
             idx = _coreset(reduced.contiguous(), n_keep, int(self.config["seed"]), progress=progress)
             del reduced
             bank = feats[idx].float()

@@ -39,6 +39,7 @@ import numpy as np
 from edgead.artifact import Artifact, ArtifactError, engines_dir, export_file, load_artifact, read_meta, verified_path
 from edgead.runtime import backends as _backends
 from edgead.runtime.postprocess import postprocess
+from edgead.tiling import Tiling, resolve_tiling, tiled_predict
 
 __all__ = ["Detector", "Result", "BatchResult", "resolve_threshold", "cached_engine", "ExportMissingError"]
 
@@ -219,7 +220,7 @@ def _timer():
 
 class Detector:
     def __init__(self, artifact: Artifact, backend: _backends.Backend, threshold=None, pixel_threshold=None,
-                 batch_size: Optional[int] = None):
+                 batch_size: Optional[int] = None, tile=None, stride=None):
         from edgead.data.transforms import Preprocessing
 
         self.artifact = artifact
@@ -235,6 +236,8 @@ class Detector:
             raise ValueError(f"batch_size {self.batch_size} exceeds the backend's max batch {mb}")
         self._hooks: List[Callable[[str, float, int], None]] = []
         self._hooks_lock = threading.Lock()
+        self.tiling: Optional[Tiling] = None
+        self.set_tiling(tile, stride)
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -249,6 +252,8 @@ class Detector:
         batch_size: Optional[int] = None,
         engine: Optional[str] = None,
         model=None,
+        tile=None,
+        stride=None,
         **backend_kwargs,
     ) -> "Detector":
         """Load an artifact on a backend ('auto', 'tensorrt', 'onnxruntime', 'torch').
@@ -311,7 +316,8 @@ class Detector:
                     )
             engine = _verified_engine(path, engine)
             be = _backends.TensorRTBackend(engine, precision=precision, **backend_kwargs)
-        return cls(art, be, threshold=threshold, pixel_threshold=pixel_threshold, batch_size=batch_size)
+        return cls(art, be, threshold=threshold, pixel_threshold=pixel_threshold, batch_size=batch_size, tile=tile,
+                   stride=stride)
 
     # ------------------------------------------------------------------------------------------
     def add_timing_hook(self, fn: Callable[[str, float, int], None]) -> None:
@@ -326,6 +332,12 @@ class Detector:
     def _emit(self, stage: str, seconds: float, n: int) -> None:
         for fn in list(self._hooks):
             fn(stage, seconds, n)
+
+    def set_tiling(self, tile=None, stride=None) -> None:
+        """Tiled inference (edgead.tiling): the artifact's stored tiling (edgead.json "tiling", written by
+        `edgead train` for a recipe with `tiling:`), overridden by an explicit tile / stride; tile=0: off."""
+        meta = self.artifact.meta if isinstance(getattr(self.artifact, "meta", None), dict) else {}
+        self.tiling = resolve_tiling({"tiling": meta.get("tiling")}, tile, stride)
 
     def set_thresholds(self, threshold=None, pixel_threshold=None) -> None:
         if threshold is not None:
@@ -358,17 +370,43 @@ class Detector:
         """(B,C,h,w) float32 pre-processed batch -> (scores (B,), maps (B,h,w)) at the model's size."""
         return self._scored_chunks([x])
 
-    def score_files(self, items, progress: bool = False, desc: str = "scoring"):
+    def score_files(self, items, progress: bool = False, desc: str = "scoring", native: bool = False):
         """Image files (paths or edgead.data Samples) -> (scores (N,), maps (N,h,w) at the model's input size).
 
         The same pre-processing, backend and post-processing as ``__call__`` (files are read and
         pre-processed by edgead.data.datasets.iter_batches' small thread pool, with a tqdm bar when
         `progress`). This is what `edgead train` (validation thresholds) and `edgead eval` score with.
+
+        native=True (and always with tiling): maps at each image's own size, exactly as ``__call__``
+        returns them (tiled and stitched, or resized back bilinearly); a list when sizes differ.
         """
+        if native or self.tiling is not None:
+            return self._score_files_native(items, progress, desc)
         from edgead.data.datasets import iter_batches
 
         batches = iter_batches(items, self.preprocessing, batch_size=self.batch_size, progress=progress, desc=desc)
         return self._scored_chunks(x for x, _ in batches)
+
+    def _score_files_native(self, items, progress: bool, desc: str):
+        """score_files at native resolution: images are read batch_size at a time and scored by __call__."""
+        from tqdm.auto import tqdm
+
+        from edgead.data.io import read_image
+
+        items = list(items)
+        scores, maps = [], []
+        with tqdm(total=len(items), desc=desc, unit="img", disable=not progress) as bar:
+            for i in range(0, len(items), self.batch_size):
+                chunk = [read_image(os.fspath(getattr(it, "path", it))) for it in items[i : i + self.batch_size]]
+                res = self(chunk)
+                scores.append(res.scores)
+                maps.extend(list(res.anomaly_maps))
+                bar.update(len(chunk))
+        if not scores:
+            h, w = self.preprocessing.size
+            return np.zeros((0,), np.float32), np.zeros((0, h, w), np.float32)
+        same = len({m.shape for m in maps}) <= 1
+        return np.concatenate(scores), (np.stack(maps) if same else maps)
 
     @staticmethod
     def _as_images(images) -> (List[np.ndarray], Optional[List[str]], bool):
@@ -407,6 +445,9 @@ class Detector:
         """One image (path or HxW / HxWxC array) -> Result; a batch (NxHxWxC array or list) -> BatchResult."""
         arrs, paths, single = self._as_images(images)
         n = len(arrs)
+        if self.tiling is not None:
+            scores, full = self._score_tiled(arrs)
+            return self._results(scores, full, [a.shape[:2] for a in arrs], paths, single, _timer())
         t0 = _timer()
         x = self.preprocessing.batch(arrs)
         self._emit("pre", _timer() - t0, n)
@@ -424,7 +465,33 @@ class Detector:
                 full[i] = m
             else:
                 full.append(np.ascontiguousarray(m, dtype=np.float32))
-        amaps = full if (same and n) else (full if full else np.zeros((0,) + self.preprocessing.size, np.float32))
+        return self._results(scores, full, sizes, paths, single, t1)
+
+    def _score_tiled(self, arrs: Sequence[np.ndarray]):
+        """Tiled inference hook: every image is cut into tiles (edgead.tiling), the tiles of a chunk of
+        batch_size are one backend batch, the maps are stitched at the image's own size. Images of
+        different sizes tile independently."""
+        def infer(tiles):
+            t0 = _timer()
+            x = self.preprocessing.batch(tiles)
+            self._emit("pre", _timer() - t0, len(tiles))
+            return self.infer_preprocessed(x)
+
+        scores, full = [], []
+        for a in arrs:
+            s, m = tiled_predict(a, self.tiling, infer, chunk=self.batch_size)
+            scores.append(s)
+            full.append(m)
+        return np.asarray(scores, np.float32), full
+
+    def _results(self, scores, full, sizes, paths, single, t1):
+        """full: maps at the images' sizes, an (N,H,W) array or a list -> Result / BatchResult."""
+        n = len(full)
+        same = len({tuple(s) for s in sizes}) <= 1
+        if isinstance(full, np.ndarray):
+            amaps = full
+        else:
+            amaps = np.stack(full) if (same and full) else (full if full else np.zeros((0,) + self.preprocessing.size, np.float32))
         if self.pixel_threshold is None:
             masks = None
         elif isinstance(amaps, np.ndarray):
@@ -439,7 +506,8 @@ class Detector:
     def describe(self) -> Dict[str, Any]:
         d = self.backend.describe()
         d.update(model_type=self.model_type, artifact=self.artifact.path, image_threshold=self.image_threshold,
-                 pixel_threshold=self.pixel_threshold, input_size=list(self.preprocessing.size))
+                 pixel_threshold=self.pixel_threshold, input_size=list(self.preprocessing.size),
+                 tiling=None if self.tiling is None else self.tiling.to_dict())
         return d
 
     def close(self) -> None:
