@@ -14,14 +14,19 @@ namespace {
 
 constexpr const char* kOp = "coreset";
 
-void coreset_binding(py::handle features_obj, int64_t n, int64_t start, py::handle idx_obj, py::handle dist_obj,
-                     std::uintptr_t stream) {
+ArrayView features_view(py::handle features_obj) {
   ArrayView x = to_view(features_obj, kOp, "features");
   require_dtype(x, kOp, "features", {DType::Float32, DType::Float16});
   require_ndim(x, kOp, "features", 2);
   require_nonempty(x, kOp, "features");
   require_contiguous(x, kOp, "features");
   require_cuda_built(x, kOp, "features");
+  return x;
+}
+
+void coreset_binding(py::handle features_obj, int64_t n, int64_t start, py::handle idx_obj, py::handle dist_obj,
+                     std::uintptr_t stream) {
+  ArrayView x = features_view(features_obj);
   const int64_t N = x.shape[0], D = x.shape[1];
   if (n < 1) throw_value_error(std::string(kOp) + ": argument 'n' expected n >= 1, got " + std::to_string(n));
   if (n > N)
@@ -101,15 +106,6 @@ StateViews state_views(const ArrayView& x, py::handle mind_obj, py::handle asg_o
   return v;
 }
 
-ArrayView features_view(py::handle features_obj) {
-  ArrayView x = to_view(features_obj, kOp, "features");
-  require_dtype(x, kOp, "features", {DType::Float32, DType::Float16});
-  require_ndim(x, kOp, "features", 2);
-  require_nonempty(x, kOp, "features");
-  require_contiguous(x, kOp, "features");
-  require_cuda_built(x, kOp, "features");
-  return x;
-}
 
 // Checks features for NaN/inf and writes the state after the first selection (idx[0] = start).
 void coreset_init_binding(py::handle features_obj, int64_t start, py::handle mind_obj, py::handle asg_obj,
