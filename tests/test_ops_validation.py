@@ -172,3 +172,28 @@ def test_aligned_copy_of_misaligned_buffer_gives_reference(rng):
     d2, i2 = ops.knn(q, b)
     np.testing.assert_array_equal(i, i2)
     np.testing.assert_array_equal(d, d2)
+
+
+def test_coreset_distance_overflow_is_valueerror(rng):
+    """Found by tools/fuzz_long.py: finite features near 1e19 overflow the float32 squared distances and
+    the greedy picked a point that was not the farthest (2.6e19 while the farthest was 5.1e19)."""
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    x[5] *= np.float32(5e19)
+    with pytest.raises(ValueError, match="coreset: argument 'features' row 5"):
+        ops.coreset(x, 8)
+    with pytest.raises(ValueError, match="coreset: argument 'features' row 5"):
+        ops.CoresetSelector(x, 8)
+    x[5] /= np.float32(5e19) / np.float32(1e6)  # large but safe: the selection equals the reference
+    from edgead import ops_reference
+    np.testing.assert_array_equal(ops.coreset(x, 8), ops_reference.coreset_reference(x, 8))
+
+
+@pytest.mark.parametrize("bad", ["0.3", b"0.3", True, np.bool_(True), None, [0.3]])
+def test_pro_fpr_limit_must_be_a_number(rng, bad):
+    """Found by tools/fuzz_long.py: fpr_limit='0.3' (a string) was accepted through float()."""
+    maps = rng.random((1, 8, 8))
+    masks = np.zeros((1, 8, 8), bool)
+    masks[0, 2:4, 2:4] = True
+    for fn in (ops.pro_curve, ops.aupro):
+        with pytest.raises(TypeError, match="'fpr_limit'"):
+            fn(maps, masks, fpr_limit=bad)

@@ -76,6 +76,8 @@ def _pro_inputs(anomaly_maps: Any, masks: Any, fpr_limit: float):
     else:
         maps, masks = np.ascontiguousarray(maps), np.ascontiguousarray(masks)
     try:
+        if isinstance(fpr_limit, (str, bytes, bool, np.bool_)):
+            raise TypeError
         fpr_limit = float(fpr_limit)
     except (TypeError, ValueError):
         raise TypeError(f"{op}: argument 'fpr_limit' expected a float in (0, 1], got {type(fpr_limit).__name__}") from None
@@ -172,8 +174,8 @@ def _check_knn_range(op: str, name: str, x: Any) -> None:
     worst = int(np.argmax(norms))
     if norms[worst] >= _KNN_MAX_NORM:
         raise ValueError(
-            f"{op}: argument '{name}' row {worst} has L2 norm {norms[worst]:.3g}; knn computes squared norms in "
-            f"float32 and needs every row norm < {_KNN_MAX_NORM:.3g} (rescale the features)")
+            f"{op}: argument '{name}' row {worst} has L2 norm {norms[worst]:.3g}; {op} computes squared distances "
+            f"in float32 and needs every row norm < {_KNN_MAX_NORM:.3g} (rescale the features)")
 
 
 def knn_bank_sq_norms(bank: Any):
@@ -266,6 +268,7 @@ class CoresetSelector:
         start = _int_arg(op, "start", start)
         arrs, on_cuda, _ = _prepare(op, features=features)
         x = arrs["features"]
+        _check_knn_range(op, "features", x)  # squared distances must not overflow float32
         shape = tuple(int(s) for s in getattr(x, "shape", ()))
         if len(shape) == 2 and n > shape[0] >= 1:
             raise ValueError(f"{op}: argument 'n' expected n <= number of points N = {shape[0]}, got n = {n}")
@@ -323,6 +326,7 @@ def coreset(features: Any, n: int, start: int = 0, return_distances: bool = Fals
     start = _int_arg(op, "start", start)
     arrs, on_cuda, stream = _prepare(op, features=features)
     x = arrs["features"]
+    _check_knn_range(op, "features", x)  # squared distances must not overflow float32
     size = max(n, 0)
     idx = _arrays.empty_like_device(x, (size,), "int64")
     dist = _arrays.empty_like_device(x, (size,), "float32") if return_distances else None
