@@ -234,6 +234,16 @@ def knn(queries: Any, bank: Any, k: int = 1, bank_sq_norms: Any = None):
 # ----------------------------------------------------------------------------------------------
 
 
+def _coreset_inputs(features: Any, n: Any, start: Any):
+    """coreset / CoresetSelector argument checks -> (n, start, features, on_cuda, stream)."""
+    n = _int_arg("coreset", "n", n)
+    start = _int_arg("coreset", "start", start)
+    arrs, on_cuda, stream = _prepare("coreset", features=features)
+    x = arrs["features"]
+    _check_knn_range("coreset", "features", x)  # squared distances must not overflow float32
+    return n, start, x, on_cuda, stream
+
+
 class CoresetSelector:
     """Resumable greedy k-center (farthest point) coreset selection: the same selection as
     :func:`coreset`, computed in batches so a caller can show progress and stop between batches.
@@ -264,11 +274,7 @@ class CoresetSelector:
 
     def __init__(self, features: Any, n: int, start: int = 0):
         op = "coreset"
-        n = _int_arg(op, "n", n)
-        start = _int_arg(op, "start", start)
-        arrs, on_cuda, _ = _prepare(op, features=features)
-        x = arrs["features"]
-        _check_knn_range(op, "features", x)  # squared distances must not overflow float32
+        n, start, x, on_cuda, _ = _coreset_inputs(features, n, start)
         shape = tuple(int(s) for s in getattr(x, "shape", ()))
         if len(shape) == 2 and n > shape[0] >= 1:
             raise ValueError(f"{op}: argument 'n' expected n <= number of points N = {shape[0]}, got n = {n}")
@@ -321,12 +327,7 @@ def coreset(features: Any, n: int, start: int = 0, return_distances: bool = Fals
     at the time it was picked (non-increasing for s >= 1) and dist[0] = +inf.
     For progress reporting or interruption, use :class:`CoresetSelector` (same selection, in steps).
     """
-    op = "coreset"
-    n = _int_arg(op, "n", n)
-    start = _int_arg(op, "start", start)
-    arrs, on_cuda, stream = _prepare(op, features=features)
-    x = arrs["features"]
-    _check_knn_range(op, "features", x)  # squared distances must not overflow float32
+    n, start, x, _, stream = _coreset_inputs(features, n, start)
     size = max(n, 0)
     idx = _arrays.empty_like_device(x, (size,), "int64")
     dist = _arrays.empty_like_device(x, (size,), "float32") if return_distances else None
