@@ -62,17 +62,8 @@ class _RemoteDetector(Detector):
         super().__init__(artifact, backend, threshold=threshold, pixel_threshold=pixel_threshold)
         self._client = client
 
-    def infer_preprocessed(self, x):
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        scores, maps = [], []
-        for i in range(0, x.shape[0], self.batch_size):
-            s, m = self._client.infer_preprocessed(x[i:i + self.batch_size])
-            scores.append(s)
-            maps.append(m)
-        if not scores:
-            h, w = self.preprocessing.size
-            return np.zeros((0,), np.float32), np.zeros((0, h, w), np.float32)
-        return np.concatenate(scores), np.concatenate(maps)
+    def _score_chunk(self, chunk):
+        return self._client.infer_preprocessed(chunk)  # the Detector's chunking, one request per chunk
 
 
 def _parse_url(url: str) -> Tuple[str, str]:

@@ -346,19 +346,23 @@ class Detector:
             self.pixel_threshold = resolve_threshold(self.artifact.thresholds, "pixel", pixel_threshold)
 
     # ------------------------------------------------------------------------------------------
+    def _score_chunk(self, chunk: np.ndarray):
+        """One backend call + post-processing on at most batch_size pre-processed images -> (scores, maps)."""
+        t0 = _timer()
+        outs = self.backend.run(chunk)
+        t1 = _timer()
+        self._emit("network", t1 - t0, chunk.shape[0])
+        s, m = postprocess(self.model_type, outs, self.artifact, on_device=self.backend.outputs_on_device)
+        self._emit("post", _timer() - t1, chunk.shape[0])
+        return s, m
+
     def _scored_chunks(self, batches):
         """Run backend + post-processing on each pre-processed (B,C,h,w) batch -> concatenated (scores, maps)."""
         scores, maps = [], []
         for x in batches:
             x = np.ascontiguousarray(x, dtype=np.float32)
             for i in range(0, x.shape[0], self.batch_size):
-                chunk = x[i : i + self.batch_size]
-                t0 = _timer()
-                outs = self.backend.run(chunk)
-                t1 = _timer()
-                self._emit("network", t1 - t0, chunk.shape[0])
-                s, m = postprocess(self.model_type, outs, self.artifact, on_device=self.backend.outputs_on_device)
-                self._emit("post", _timer() - t1, chunk.shape[0])
+                s, m = self._score_chunk(x[i : i + self.batch_size])
                 scores.append(s)
                 maps.append(m)
         if not scores:
