@@ -9,7 +9,9 @@ a smaller 784 x 4096 x 384 case with k = 9. edgead gets the bank's squared norms
 inference: the bank is fixed); faiss gets an index built once. Rounds are few (3): the big case is
 ~40 GFLOP per call. Threads: edgead uses OpenMP's default, faiss its own OpenMP, torch its intra-op pool.
 CUDA (skipped without a GPU): batch 1 (784 queries) against 16384 x 1536 and 187000 x 1536 banks,
-LOOP back-to-back calls + one synchronize per round; extra_info['per_call_ms'] = median / LOOP.
+LOOP back-to-back calls + one synchronize per round; extra_info['per_call_ms'] = median / LOOP. edgead
+rows: the default CUDA path (cuBLAS product + edgead's top-k fold, extra_info['cublas'] says which
+library) and, as *_fused, the fused tile kernel (EDGEAD_KNN_CUDA_PATH=fused).
 
 Every row first checks its answer on the first 64 queries against the float64 brute force
 (bench/_checks.check_knn: same neighbours except near-ties, distances within rtol 1e-4 for fp32 inputs,
@@ -71,10 +73,14 @@ def test_knn_cpu(benchmark, impl, Q, M, D, k):
 @pytest.mark.cuda
 @needs_cuda
 @pytest.mark.parametrize("M", [16384, 187000])
-@pytest.mark.parametrize("impl", ["edgead_fp32", "edgead_fp16", "torch_cdist_fp32", "torch_fp16_matmul"])
-def test_knn_cuda_batch1(benchmark, impl, M):
+@pytest.mark.parametrize("impl", ["edgead_fp32", "edgead_fp16", "edgead_fp32_fused", "edgead_fp16_fused",
+                                  "torch_cdist_fp32", "torch_fp16_matmul"])
+def test_knn_cuda_batch1(benchmark, monkeypatch, impl, M):
     if not torch.cuda.is_available():
         pytest.skip("torch without CUDA")
+    # edgead_*: the default path (cuBLAS product + edgead fold when cuBLAS loads); *_fused: the fused tile kernel.
+    monkeypatch.setenv("EDGEAD_KNN_CUDA_PATH", "fused" if impl.endswith("_fused") else "auto")
+    benchmark.extra_info["cublas"] = ops.cublas_status()
     Q, D = 784, 1536
     benchmark.group = f"knn cuda batch 1 Q={Q} M={M} D={D} k=1"
     dtype = torch.float16 if "fp16" in impl else torch.float32

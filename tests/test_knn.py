@@ -6,6 +6,8 @@ same values upcast). Neighbours are selected in float32 with the |q|^2 - 2 q.b +
 the reference has near-ties (relative gap < 1e-5) either index is accepted: we require the distance of
 every returned rank to match the reference's distance at that rank, and exact indices elsewhere.
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -258,3 +260,71 @@ def test_cuda_ties_all_k(torch_cuda, k):
     dist, idx = ops.knn(q, b, k)
     assert (idx.cpu() == torch.arange(k)).all()
     assert torch.allclose(dist.cpu(), torch.full((130, k), 2.0))
+
+
+def test_cublas_status_is_a_string():
+    # CPU builds say so; CUDA builds name the library they loaded or why none (never raises, never downloads).
+    s = ops.cublas_status()
+    assert isinstance(s, str) and s
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("path", ["fused", "gemm"])
+@pytest.mark.parametrize("Q,M,D,k", [s for s in SHAPES if s[3] <= 64]
+                         + [(300, 20000, 256, 1), (70, 3000, 384, 64), (9000, 700, 64, 3)])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_paths_match_cpu(torch_cuda, rng, monkeypatch, path, Q, M, D, k, dtype):
+    """Both CUDA step-2 paths (EDGEAD_KNN_CUDA_PATH): the fused tile kernel and cuBLAS + fold, the latter
+    also in tiny chunks (several query and bank chunks, lists carried across chunks)."""
+    torch = torch_cuda
+    if path == "gemm" and ops.cublas_status().startswith(("cuBLAS not found", "disabled")):
+        pytest.fail(f"cuBLAS should load in a process that imported torch with CUDA: {ops.cublas_status()}")
+    monkeypatch.setenv("EDGEAD_KNN_CUDA_PATH", path)
+    q = rng.standard_normal((Q, D)).astype(dtype)
+    b = rng.standard_normal((M, D)).astype(dtype)
+    tq, tb = torch.from_numpy(q).cuda(), torch.from_numpy(b).cuda()
+    dist, idx = ops.knn(tq, tb, k)
+    check_knn(q, b, k, dist.cpu().numpy(), idx.cpu().numpy())
+    if path == "gemm":
+        monkeypatch.setenv("EDGEAD_KNN_GEMM_BYTES", "65536")
+        d2, i2 = ops.knn(tq, tb, k, bank_sq_norms=ops.knn_bank_sq_norms(tb))
+        check_knn(q, b, k, d2.cpu().numpy(), i2.cpu().numpy())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_gemm_path_nonfinite_raises(torch_cuda, rng, monkeypatch, dtype):
+    torch = torch_cuda
+    monkeypatch.setenv("EDGEAD_KNN_CUDA_PATH", "gemm")
+    q = torch.from_numpy(rng.standard_normal((70, 40)).astype(dtype)).cuda()
+    b = torch.from_numpy(rng.standard_normal((5000, 40)).astype(dtype)).cuda()
+    norms = ops.knn_bank_sq_norms(b)
+    qb = q.clone()
+    qb[69, 39] = float("nan")
+    with pytest.raises(ValueError, match="'queries' expected finite"):
+        ops.knn(qb, b, 2)
+    bb = b.clone()
+    bb[4999, 0] = float("inf")
+    for n in (None, norms):  # precomputed norms of the clean bank: G still shows the bad row
+        with pytest.raises(ValueError, match="'bank' expected finite"):
+            ops.knn(q, bb, 2, bank_sq_norms=n)
+    monkeypatch.setenv("EDGEAD_KNN_CUDA_PATH", "cublas")
+    with pytest.raises(ValueError, match="EDGEAD_KNN_CUDA_PATH"):
+        ops.knn(q, b, 1)
+
+
+def test_cublas_hint_points_at_a_pip_wheel(tmp_path, monkeypatch):
+    lib = tmp_path / "nvidia" / "cu13" / "lib" / "libcublas.so.13"
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"")
+    monkeypatch.setenv("EDGEAD_CUBLAS", "")  # recorded, so the value the hint sets is undone after the test
+    monkeypatch.delenv("EDGEAD_CUBLAS")
+    monkeypatch.setattr(ops, "_cublas_hint_done", False)
+    monkeypatch.setattr(ops.sys, "path", [str(tmp_path / "elsewhere"), str(tmp_path)])
+    loaded = "libcublas.so" in open("/proc/self/maps").read()
+    ops._cublas_hint()
+    assert os.environ.get("EDGEAD_CUBLAS") == (None if loaded else str(lib))
+    monkeypatch.setattr(ops, "_cublas_hint_done", False)
+    monkeypatch.setenv("EDGEAD_CUBLAS", "0")  # an explicit choice is never overridden
+    ops._cublas_hint()
+    assert os.environ["EDGEAD_CUBLAS"] == "0"

@@ -6,6 +6,9 @@
 #include "common/array.h"
 #include "common/device.h"
 #include "knn/knn.h"
+#ifdef EDGEAD_WITH_CUDA
+#include "common/cublas_gemm.h"
+#endif
 
 namespace py = pybind11;
 
@@ -114,6 +117,16 @@ void register_knn(py::module_& m) {
   m.def("knn", &knn_binding, py::arg("queries"), py::arg("bank"), py::arg("bank_sq_norms"), py::arg("k"),
         py::arg("out_dist"), py::arg("out_idx"), py::arg("stream") = 0,
         "k nearest bank rows per query (L2). Writes out_dist float32 (Q,k) and out_idx int64 (Q,k), ascending.");
+  m.def(
+      "cublas_status",
+      []() -> std::string {
+#ifdef EDGEAD_WITH_CUDA
+        return cublas_status();
+#else
+        return "not built with CUDA";
+#endif
+      },
+      "What the CUDA knn GEMM path loaded (a cuBLAS soname or path), or why it uses the fused kernel.");
   m.def("knn_sq_norms", &sq_norms_binding, py::arg("bank"), py::arg("out"), py::arg("stream") = 0,
         "Squared L2 norm of every row of bank (M,D) into out float32 (M,).");
 }

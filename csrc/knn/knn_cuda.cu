@@ -10,6 +10,15 @@
 //   3. one block per query: warp 0 merges the splits' sorted lists with a warp-level k-way merge
 //      (ties -> lowest index), all warps recompute the winners' distances directly as
 //      sqrt(sum (q - b)^2), and every thread ranks one winner by (distance, index) and writes it.
+// GEMM path (large problems when cuBLAS can be loaded, see knn_path below): step 2 becomes a cuBLAS product
+// G = -2 Q.B^T per chunk of queries x bank rows (fp32 output; fp16 inputs on the tensor cores, fp32
+// accumulation, no TF32) into an L2-sized scratch, and knn_fold_gemm_kernel turns each 64x64 piece of G
+// into max(|q|^2 + |b|^2 + G, 0) and folds it with the same fold_tile into per-split top-k lists that carry
+// over from chunk to chunk; step 3 is unchanged (exact distances for the winners). The non-finite check
+// there reads the squared norms and G (a NaN/inf element makes its row's norm and its row or column of G
+// non-finite; a row whose squared norm overflows float32 is reported the same way), which the fold reads
+// anyway. Measured on an H200 (bench/results), the fused tile kernel
+// below reached ~22 TFLOP/s fp16 / ~13 fp32, slower than torch.cdist; cuBLAS is what dense products need.
 // The host reads the non-finite flag after the launches (one 4-byte copy and a stream sync) and
 // reports it like the CPU path (ValueError); inside CUDA graph capture the check is skipped.
 // The Q x M matrix never exists; temporaries are O(splits * Q * k), edgead::Scratch (freed on every
@@ -21,11 +30,13 @@
 #include <algorithm>
 #include <cfloat>
 #include <climits>
+#include <cstdlib>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
+#include "common/cublas_gemm.h"
 #include "common/cuda_check.cuh"
 #include "common/cuda_scratch.cuh"
 #include "knn/knn.h"
@@ -272,6 +283,7 @@ constexpr int KB = 32, KBP = KB + 8, SP = BM + 8;
 // Static shared memory of the two tile kernels (bytes; ptxas reports the same, tests/test_cuda_resources.py).
 constexpr size_t kSimtStaticSmem = sizeof(float) * (2 * BK * (BQ + 1) + BQ * SPS);
 constexpr size_t kWmmaStaticSmem = sizeof(__half) * 2 * BQ * KBP + sizeof(float) * BQ * SP;
+constexpr size_t kFoldStaticSmem = sizeof(float) * BQ * SPS;  // knn_fold_gemm_kernel
 
 __global__ void KNN_TILE_BOUNDS knn_tile_wmma_kernel(const __half* __restrict__ Qm,
                                                                 const __half* __restrict__ Bm,
@@ -349,6 +361,75 @@ __global__ void KNN_TILE_BOUNDS knn_tile_wmma_kernel(const __half* __restrict__ 
   __syncthreads();
   store_partial(topd, topi, q0, Q, k, split, tid, part_d, part_i);
 #endif
+}
+
+// GEMM path, step 2b: G holds -2 q.b (row-major, leading dimension ldg) for queries q_base.. q_base + Qc - 1
+// and bank rows c_base.. c_base + Mc - 1. Block (x, y): 64 queries from q_base + 64 x, bank split y of this
+// chunk (tiles_per_split 64-column tiles). Its top-k lists start from the split's lists of the previous
+// chunk (first == false) and are written back to the same place, so a split's list covers its share of
+// every chunk so far. q_base is a multiple of 64 and Qc too, except for the last query chunk.
+__global__ void KNN_TILE_BOUNDS knn_fold_gemm_kernel(const float* __restrict__ G, long long ldg,
+                                                     const float* __restrict__ qn, const float* __restrict__ bn,
+                                                     long long Q, long long q_base, long long Qc, long long c_base,
+                                                     long long Mc, int k, long long tiles_per_split, int first,
+                                                     float* __restrict__ part_d, long long* __restrict__ part_i,
+                                                     int* __restrict__ flag) {
+  __shared__ float S[BQ][SPS];
+  extern __shared__ unsigned char smem_raw[];
+  float* topd = reinterpret_cast<float*>(smem_raw);
+  int* topi = reinterpret_cast<int*>(smem_raw + sizeof(float) * BQ * k);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const float inf = __int_as_float(0x7f800000);
+  bool bad_q = false, bad_b = false;
+  const long long q0 = q_base + (long long)blockIdx.x * BQ;
+  const long long q_end = min(Q, q_base + Qc);
+  const long long split = blockIdx.y;
+  const long long ctiles = (Mc + BM - 1) / BM;
+  const long long t_begin = split * tiles_per_split;
+  const long long t_end = min(ctiles, t_begin + tiles_per_split);
+
+  for (int e = tid; e < BQ * k; e += THREADS) {
+    const long long qrow = q0 + e / k;
+    if (!first && qrow < q_end) {
+      const long long o = (split * Q + qrow) * k + e % k;
+      topd[e] = part_d[o];
+      topi[e] = (int)part_i[o];
+    } else {
+      topd[e] = inf;
+      topi[e] = -1;
+    }
+  }
+  for (long long t = t_begin; t < t_end; ++t) {
+    const long long c0 = t * BM;  // chunk-local column of the tile
+    __syncthreads();              // the previous fold is done with S (and the lists are initialised)
+    for (int e = tid; e < BQ * BM; e += THREADS) {
+      const int r = e / BM, c = e % BM;
+      const long long qrow = q0 + r, col = c0 + c;
+      float d2 = inf;
+      if (qrow < q_end && col < Mc) {
+        const float a = qn[qrow], b = bn[c_base + col], g = G[(qrow - q_base) * ldg + col];
+        // A NaN/inf element makes its row's norm non-finite and its whole G row (query) or column (bank)
+        // non-finite; with finite norms |q.b| <= |q| |b| stays finite. The query norms are always computed
+        // here, the bank's may be given (precomputed from a clean bank): G still shows a bad bank row.
+        bad_q |= !isfinite(a);
+        bad_b |= !isfinite(b) || (!isfinite(g) && isfinite(a));
+        d2 = fmaxf(a + b + g, 0.f);
+      }
+      S[r][c] = d2;
+    }
+    __syncthreads();
+    fold_tile(&S[0][0], SPS, topd, topi, k, c_base + c0, warp, lane);
+  }
+  report_nonfinite(flag, bad_q, bad_b);
+  __syncthreads();
+  for (int e = tid; e < BQ * k; e += THREADS) {
+    const long long qrow = q0 + e / k;
+    if (qrow < q_end) {
+      const long long o = (split * Q + qrow) * k + e % k;
+      part_d[o] = topd[e];
+      part_i[o] = topi[e];
+    }
+  }
 }
 
 // Lane `lane`'s best head among its splits (s = lane, lane + 32, ...): (distance, index, split);
@@ -453,6 +534,40 @@ void launch_sq_norms(const T* x, long long N, long long D, float* out, cudaStrea
   EDGEAD_CUDA_CHECK_LAUNCH();
 }
 
+// Which step 2 runs: EDGEAD_KNN_CUDA_PATH = auto (default) | fused | gemm. auto takes the GEMM path when
+// cuBLAS loads and the product is large enough for a library GEMM to pay off (Q*M*D >= 2^24 multiply-adds),
+// else the fused tile kernel. gemm without cuBLAS is an error (benchmarks and tests ask for it explicitly).
+enum class KnnPath { Fused, Gemm };
+
+KnnPath knn_path(long long Q, long long M, long long D) {
+  const char* env = std::getenv("EDGEAD_KNN_CUDA_PATH");
+  const std::string want = env && *env ? env : "auto";
+  if (want == "fused") return KnnPath::Fused;
+  if (want == "gemm") {
+    if (!cublas_available())
+      throw std::runtime_error("knn: EDGEAD_KNN_CUDA_PATH=gemm needs cuBLAS: " + cublas_status());
+    return KnnPath::Gemm;
+  }
+  if (want != "auto")
+    throw std::invalid_argument("knn: environment variable EDGEAD_KNN_CUDA_PATH expected auto, fused or gemm, got '" +
+                                want + "'");
+  const double work = (double)Q * (double)M * (double)D;
+  return work >= 16777216.0 && cublas_available() ? KnnPath::Gemm : KnnPath::Fused;
+}
+
+// Scratch for one chunk of G: EDGEAD_KNN_GEMM_BYTES (default 32 MiB, about what stays in an H100/H200's L2
+// between the product and the fold; tests make it tiny to get many chunks).
+long long knn_gemm_bytes() {
+  const char* env = std::getenv("EDGEAD_KNN_GEMM_BYTES");
+  if (!env || !*env) return 32LL << 20;
+  char* end = nullptr;
+  const long long v = std::strtoll(env, &end, 10);
+  if (!end || *end || v < 4096)
+    throw std::invalid_argument(std::string("knn: environment variable EDGEAD_KNN_GEMM_BYTES expected an integer >= 4096, got '") +
+                                env + "'");
+  return v;
+}
+
 template <class T>
 int knn_cuda_impl(const T* Qm, const T* Bm, const float* bank_sq_norms, long long Q, long long M, long long D, int k,
                   float* out_d, long long* out_i, cudaStream_t s) {
@@ -462,11 +577,23 @@ int knn_cuda_impl(const T* Qm, const T* Bm, const float* bank_sq_norms, long lon
   int dev = 0, sms = 1;
   EDGEAD_CUDA_CHECK(cudaGetDevice(&dev));
   EDGEAD_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const KnnPath path = knn_path(Q, M, D);
   const long long qtiles = (Q + BQ - 1) / BQ, btiles = (M + BM - 1) / BM;
-  long long splits = std::max<long long>(1, (2LL * sms + qtiles - 1) / qtiles);
-  splits = std::min<long long>(splits, std::min<long long>(btiles, k > 16 ? 64 : 256));
-  const long long tiles_per_split = (btiles + splits - 1) / splits;
-  splits = (btiles + tiles_per_split - 1) / tiles_per_split;  // no empty splits
+  // GEMM path chunks: Qc queries (a multiple of BQ, <= 8192) x Mc bank rows (a multiple of BM) of fp32 G.
+  const long long gemm_bytes = path == KnnPath::Gemm ? knn_gemm_bytes() : 0;
+  long long Qc = 0, Mc = 0;
+  if (path == KnnPath::Gemm) {
+    Qc = std::min<long long>(8192, std::max<long long>(BQ, gemm_bytes / (4LL * 4 * BM) / BQ * BQ));
+    if (Q <= Qc) Qc = Q;
+    Mc = std::max<long long>(BM, gemm_bytes / (4LL * Qc) / BM * BM);
+    Mc = std::min<long long>(Mc, btiles * BM);
+  }
+  const long long qtiles_c = path == KnnPath::Gemm ? (Qc + BQ - 1) / BQ : qtiles;
+  const long long tiles_c = path == KnnPath::Gemm ? Mc / BM : btiles;  // bank tiles one launch covers
+  long long splits = std::max<long long>(1, ((path == KnnPath::Gemm ? 4LL : 2LL) * sms + qtiles_c - 1) / qtiles_c);
+  splits = std::min<long long>(splits, std::min<long long>(tiles_c, k > 16 ? 64 : 256));
+  const long long tiles_per_split = (tiles_c + splits - 1) / splits;
+  splits = (tiles_c + tiles_per_split - 1) / tiles_per_split;  // no empty splits (in a full chunk)
 
   // The non-finite check needs a host read; a stream being captured into a CUDA graph cannot sync,
   // so there the check is skipped (documented in edgead.ops.knn).
@@ -496,14 +623,33 @@ int knn_cuda_impl(const T* Qm, const T* Bm, const float* bank_sq_norms, long lon
   const bool wmma = std::is_same<T, __half>::value && major >= 7;  // tensor cores
   // Static tiles + the top-k lists must fit one block's shared memory: always on sm_70+ (>= 96 KiB
   // opt-in), but GPUs with 48 KiB per block (sm_6x: the fp16 SIMT path) hold k <= 39 only.
-  const size_t static_smem = wmma ? kWmmaStaticSmem : kSimtStaticSmem;
+  const size_t static_smem = path == KnnPath::Gemm ? kFoldStaticSmem : wmma ? kWmmaStaticSmem : kSimtStaticSmem;
   if (static_smem + smem > (size_t)optin) {
     const long long kmax = ((long long)optin - (long long)static_smem) / (long long)((sizeof(float) + sizeof(int)) * BQ);
     throw std::invalid_argument("knn: argument 'k' expected k <= " + std::to_string(kmax) + " on this GPU (" +
                                 std::to_string(optin) + " bytes of shared memory per block), got k = " +
                                 std::to_string(k));
   }
-  if constexpr (std::is_same<T, __half>::value) {
+  if (path == KnnPath::Gemm) {
+    // The fold kernel holds only S and the lists: it fits wherever the fused kernel does.
+    EDGEAD_CUDA_CHECK(cudaFuncSetAttribute(knn_fold_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    Scratch g_buf(s);
+    float* G = g_buf.alloc<float>((size_t)(Qc * Mc));
+    for (long long qb = 0; qb < Q; qb += Qc) {
+      const long long qn_rows = std::min(Qc, Q - qb);
+      for (long long cb = 0; cb < M; cb += Mc) {
+        const long long mc = std::min(Mc, M - cb);
+        if (!gemm_abt(std::is_same<T, __half>::value, qn_rows, mc, D, -2.f, Qm + qb * D, D, Bm + cb * D, D, G, Mc, s))
+          throw std::runtime_error("knn: cuBLAS became unavailable: " + cublas_status());
+        const long long ctiles = (mc + BM - 1) / BM;
+        const long long tps = (ctiles + splits - 1) / splits;  // same split count in every chunk
+        dim3 g((unsigned)((qn_rows + BQ - 1) / BQ), (unsigned)splits);
+        knn_fold_gemm_kernel<<<g, THREADS, smem, s>>>(G, Mc, qn, bn, Q, qb, qn_rows, cb, mc, k, tps, cb == 0 ? 1 : 0,
+                                                      part_d, part_i, flag);
+        EDGEAD_CUDA_CHECK_LAUNCH();
+      }
+    }
+  } else if constexpr (std::is_same<T, __half>::value) {
     if (wmma) {
       EDGEAD_CUDA_CHECK(
           cudaFuncSetAttribute(knn_tile_wmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -512,7 +658,7 @@ int knn_cuda_impl(const T* Qm, const T* Bm, const float* bank_sq_norms, long lon
       EDGEAD_CUDA_CHECK_LAUNCH();
     }
   }
-  if (!wmma) {
+  if (path == KnnPath::Fused && !wmma) {
     EDGEAD_CUDA_CHECK(cudaFuncSetAttribute(knn_tile_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     knn_tile_kernel<T><<<grid, THREADS, smem, s>>>(Qm, Bm, qn, bn, Q, M, D, k, tiles_per_split, part_d, part_i, flag);
     EDGEAD_CUDA_CHECK_LAUNCH();

@@ -7,6 +7,9 @@ Plain NumPy/PyTorch versions of every op live in edgead.ops_reference (used by t
 """
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -188,6 +191,45 @@ def knn_bank_sq_norms(bank: Any):
     return out
 
 
+# pip's CUDA wheels (nvidia-cublas, as torch-free installs of onnxruntime-gpu bring them) put libcublas
+# off the loader path; the C++ loader finds a copy already in the process by soname, or the system's.
+_CUBLAS_WHEEL_PATHS = ("nvidia/cu13/lib/libcublas.so.13", "nvidia/cublas/lib/libcublas.so.13",
+                       "nvidia/cublas/lib/libcublas.so.12")
+_cublas_hint_done = False
+
+
+def _cublas_hint() -> None:
+    """Once per process, before the first CUDA knn: when EDGEAD_CUBLAS is unset and no libcublas is loaded
+    yet, point EDGEAD_CUBLAS at a pip wheel's copy if one is installed (else leave the soname search)."""
+    global _cublas_hint_done
+    if _cublas_hint_done:
+        return
+    _cublas_hint_done = True
+    if os.environ.get("EDGEAD_CUBLAS"):
+        return
+    try:
+        if "libcublas.so" in Path("/proc/self/maps").read_text():
+            return
+    except OSError:
+        return
+    for base in sys.path:
+        for rel in _CUBLAS_WHEEL_PATHS:
+            cand = Path(base or ".") / rel
+            if cand.is_file():
+                os.environ["EDGEAD_CUBLAS"] = str(cand)
+                return
+
+
+def cublas_status() -> str:
+    """Which cuBLAS the CUDA knn GEMM path uses (a soname or path; the first CUDA knn call, or this call,
+    loads it), or why it uses the fused kernel instead ("cuBLAS not found (...)", "disabled by
+    EDGEAD_CUBLAS=0", "not built with CUDA"). A process that imported torch or has the CUDA toolkit's
+    libraries on the loader path finds it by soname, else a pip wheel's copy (nvidia-cublas) is used;
+    EDGEAD_CUBLAS=/path/to/libcublas.so.13 names one, EDGEAD_CUBLAS=0 turns the GEMM path off."""
+    _cublas_hint()
+    return str(_C().cublas_status())
+
+
 def knn(queries: Any, bank: Any, k: int = 1, bank_sq_norms: Any = None):
     """k nearest memory-bank rows of every query, by Euclidean (L2) distance.
 
@@ -204,6 +246,13 @@ def knn(queries: Any, bank: Any, k: int = 1, bank_sq_norms: Any = None):
     NaN/inf in queries or bank raise ValueError on every device; on CUDA the check is fused into the
     kernel and read back with one stream synchronisation (skipped while the stream is being captured
     into a CUDA graph).
+
+    CUDA paths: for large problems (Q*M*D >= 2^24) the distance products run through cuBLAS (loaded at
+    run time: see cublas_status(); fp32 accumulation, no TF32) in L2-sized chunks, folded into the
+    top-k by edgead's kernel; smaller problems, or a process without cuBLAS, use the fused tile
+    kernel. EDGEAD_KNN_CUDA_PATH=auto|fused|gemm overrides the choice (both give the same neighbours
+    up to near-ties). Device arrays whose squared row norms overflow float32 raise the non-finite
+    ValueError on the GEMM path.
     """
     op = "knn"
     k = _int_arg(op, "k", k)
@@ -225,6 +274,8 @@ def knn(queries: Any, bank: Any, k: int = 1, bank_sq_norms: Any = None):
     nq = int(q.shape[0]) if getattr(q, "ndim", 0) == 2 else 0
     dist = _arrays.empty_like_device(q, (nq, max(k, 0)), "float32")
     idx = _arrays.empty_like_device(q, (nq, max(k, 0)), "int64")
+    if on_cuda:
+        _cublas_hint()
     _C().knn(q, arrs["bank"], arrs["bank_sq_norms"], k, dist, idx, stream)
     return dist, idx
 

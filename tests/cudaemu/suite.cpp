@@ -141,6 +141,28 @@ int status_of(F&& f, std::string* thrown) {
   }
 }
 
+// Runs f with environment variables set, restoring the previous values after (also when f throws).
+template <class F>
+std::string with_env(const std::vector<std::pair<std::string, std::string>>& vars, F&& f) {
+  std::vector<std::pair<std::string, std::string>> saved;
+  std::vector<std::string> unset;
+  for (const auto& kv : vars) {
+    const char* old = std::getenv(kv.first.c_str());
+    if (old) saved.emplace_back(kv.first, old);
+    else unset.push_back(kv.first);
+    setenv(kv.first.c_str(), kv.second.c_str(), 1);
+  }
+  std::string r;
+  try {
+    r = f();
+  } catch (const std::exception& e) {
+    r = std::string("exception: ") + e.what();
+  }
+  for (const auto& kv : saved) setenv(kv.first.c_str(), kv.second.c_str(), 1);
+  for (const auto& n : unset) unsetenv(n.c_str());
+  return r;
+}
+
 // ================================================= knn ==================================================
 struct KnnCase {
   int64_t Q, M, D;
@@ -451,6 +473,63 @@ void register_cases() {
       });
     }
   }
+  // GEMM path (csrc/common/cublas_gemm.cu + the cuBLAS stand-in fake_cublas.cpp, through dlopen): every case
+  // above in one chunk, and in 64 x 64 chunks (EDGEAD_KNN_GEMM_BYTES=4096: several query and bank chunks,
+  // lists carried from chunk to chunk, partial last chunks).
+  i = 0;
+  for (const KnnCase& c : kc) {
+    const std::string nm = fmt("Q%lld_M%lld_D%lld_k%d_%s%s%s%s", (long long)c.Q, (long long)c.M, (long long)c.D, c.k,
+                               c.fp16 ? "fp16" : "fp32", c.ints ? "_exact" : "_random", c.given_norms ? "_norms" : "",
+                               c.dup ? "_dups" : "");
+    const uint32_t seed = 100 + i++;
+    add("knn", "gemm_" + nm, [c, seed] {
+      return with_env({{"EDGEAD_KNN_CUDA_PATH", "gemm"}}, [&] { return run_knn(c, seed); });
+    });
+    add("knn", "gemm_chunked_" + nm, [c, seed] {
+      return with_env({{"EDGEAD_KNN_CUDA_PATH", "gemm"}, {"EDGEAD_KNN_GEMM_BYTES", "4096"}},
+                      [&] { return run_knn(c, seed); });
+    });
+  }
+  add("knn", "gemm_chunked_Q200_M300_k64_fp32_exact_dups_many_splits", [] {
+    // 40 SMs: more splits than bank tiles per chunk allows -> empty splits in the last chunk.
+    cudaemu::set_multiprocessors(40);
+    const std::string r = with_env({{"EDGEAD_KNN_CUDA_PATH", "gemm"}, {"EDGEAD_KNN_GEMM_BYTES", "65536"}},
+                                   [] { return run_knn(KnnCase{200, 300, 9, 64, false, true, false, 3}, 130); });
+    cudaemu::set_multiprocessors(2);
+    return r;
+  });
+  add("knn", "auto_takes_gemm_at_2^24_multiply_adds", [] {
+    const int before = cudaemu::kernel_launches("knn_fold_gemm_kernel");
+    const std::string r = run_knn(KnnCase{64, 4096, 64, 2, false, true, false, 0}, 131);
+    if (!r.empty()) return r;
+    return cudaemu::kernel_launches("knn_fold_gemm_kernel") > before ? std::string()
+                                                                     : std::string("auto did not take the GEMM path");
+  });
+  add("knn", "fused_below_2^24_multiply_adds", [] {
+    const int before = cudaemu::kernel_launches("knn_fold_gemm_kernel");
+    const std::string r = run_knn(KnnCase{64, 4095, 64, 2, false, true, false, 0}, 132);
+    if (!r.empty()) return r;
+    return cudaemu::kernel_launches("knn_fold_gemm_kernel") == before ? std::string()
+                                                                      : std::string("auto took the GEMM path below the threshold");
+  });
+  add("knn", "bad_EDGEAD_KNN_CUDA_PATH_is_an_error_naming_it", [] {
+    std::vector<float> q(2 * 8, 0.5f), b(100 * 8, 1.f);
+    float* dq = dev(q);
+    float* db = dev(b);
+    float* dd = dev_empty<float>(2);
+    int64_t* di = dev_empty<int64_t>(2);
+    const std::string r = with_env({{"EDGEAD_KNN_CUDA_PATH", "cublas"}}, [&] {
+      try {
+        knn_cuda(dq, db, false, nullptr, 2, 100, 8, 1, dd, di, 0);
+      } catch (const std::invalid_argument& e) {
+        return std::string(e.what()).find("EDGEAD_KNN_CUDA_PATH") != std::string::npos ? std::string()
+                                                                                       : std::string("message: ") + e.what();
+      }
+      return std::string("EDGEAD_KNN_CUDA_PATH=cublas was accepted");
+    });
+    cudaFree(dq), cudaFree(db), cudaFree(dd), cudaFree(di);
+    return r;
+  });
   add("knn", "Q1_M2200_D8_k3_fp32_exact_35_splits_40_sms", [] {
     // Many SMs, one query tile: 35 bank splits, more than the finish kernel's 32 lanes (lanes own 2 splits).
     cudaemu::set_multiprocessors(40);
@@ -512,6 +591,14 @@ void register_cases() {
     return std::string();
   });
   add("coreset", "N1_D3_n1_single", [] { return run_coreset(1, 3, 1, 0, false, false, 0, 7); });
+  // 16-byte rows: step_vec_kernel with 8 / 16 / 32 lanes per row (vectors per row not a multiple of the
+  // lanes in some), N not a multiple of the rows a warp takes per iteration, ties across groups.
+  add("coreset", "vec_N301_D64_n40_fp16_exact_dups_lpr8", [] { return run_coreset(301, 64, 40, 5, true, true, 3, 8); });
+  add("coreset", "vec_N203_D128_n30_fp16_random_lpr16", [] { return run_coreset(203, 128, 30, 1, true, false, 0, 9); });
+  add("coreset", "vec_N97_D264_n20_fp16_exact_lpr32_uneven", [] { return run_coreset(97, 264, 20, 96, true, true, 2, 10); });
+  add("coreset", "vec_N150_D32_n25_fp32_exact_dups_lpr8", [] { return run_coreset(150, 32, 25, 0, false, true, 4, 11); });
+  add("coreset", "vec_N129_D68_n20_fp32_random_lpr16_uneven", [] { return run_coreset(129, 68, 20, 3, false, false, 0, 12); });
+  add("coreset", "vec_N70_D128_n70_fp32_exact_all_lpr32", [] { return run_coreset(70, 128, 70, 69, false, true, 5, 13); });
   add("coreset", "N9_D4_n3_inf_input", [] {
     // status only: non-finite features
     std::vector<float> x(36, 1.f);
@@ -570,7 +657,9 @@ void register_cases() {
                            : fmt("the device's default memory pool release threshold changed from %llu to %llu",
                                  (unsigned long long)before, (unsigned long long)after);
   });
-  add("fixes", "knn_nan_bank_row_reports_like_cpu", [] {
+  for (const char* path : {"fused", "gemm"}) {
+  const std::string sfx = std::string("_") + path;
+  add("fixes", "knn_nan_bank_row_reports_like_cpu" + sfx, [path] { return with_env({{"EDGEAD_KNN_CUDA_PATH", path}}, [] {
     std::vector<float> q(4 * 8, 0.5f), b(20 * 8, 1.f);
     for (int i = 0; i < 20 * 8; ++i) b[i] = (float)(i % 5);
     b[3 * 8 + 2] = kNaN;
@@ -589,8 +678,26 @@ void register_cases() {
     return fmt("cpu status %d (non-finite bank); cuda %s (nearest index of query 0: %lld)", cs,
                gs == kNotReported ? "reports nothing" : gs == kNotReported - 1 ? ("throws " + thrown).c_str() : fmt("status %d", gs).c_str(),
                (long long)gi[0]);
+  }); });
+  add("fixes", "knn_nan_bank_row_with_given_finite_norms_reports_like_cpu" + sfx, [path] {
+    return with_env({{"EDGEAD_KNN_CUDA_PATH", path}}, [] {
+      std::vector<float> q(4 * 8, 0.5f), b(20 * 8, 1.f);
+      for (int i = 0; i < 20 * 8; ++i) b[i] = (float)(i % 5);
+      std::vector<float> norms(20);
+      sq_norms_cpu(b.data(), false, 20, 8, norms.data());  // norms of the clean bank
+      b[17 * 8 + 7] = -kInf;
+      float* dq = dev(q);
+      float* db = dev(b);
+      float* dn = dev(norms);
+      float* dd = dev_empty<float>(8);
+      int64_t* di = dev_empty<int64_t>(8);
+      std::string thrown;
+      const int gs = status_of([&] { return knn_cuda(dq, db, false, dn, 4, 20, 8, 2, dd, di, 0); }, &thrown);
+      cudaFree(dq), cudaFree(db), cudaFree(dn), cudaFree(dd), cudaFree(di);
+      return gs == KNN_NONFINITE_BANK ? std::string() : fmt("status %d (%s), expected the non-finite bank status", gs, thrown.c_str());
+    });
   });
-  add("fixes", "knn_inf_query_fp16_reports_like_cpu", [] {
+  add("fixes", "knn_inf_query_fp16_reports_like_cpu" + sfx, [path] { return with_env({{"EDGEAD_KNN_CUDA_PATH", path}}, [] {
     std::vector<float> qv(3 * 16, 0.25f), bv(70 * 16, 1.f);
     qv[2 * 16 + 5] = kInf;
     const Mat q = make_mat(qv, true), b = make_mat(bv, true);
@@ -606,7 +713,8 @@ void register_cases() {
     cudaFree(dq), cudaFree(db), cudaFree(dd), cudaFree(di);
     return gs == cs ? std::string() : fmt("cpu status %d (non-finite queries); cuda %s", cs,
                                           gs == kNotReported ? "reports nothing" : fmt("%d %s", gs, thrown.c_str()).c_str());
-  });
+  }); });
+  }
   add("fixes", "softmask_nan_prediction_reports_like_cpu",
       [] { return run_softmask(3, 4, 5, 2, 8, 8, false, false, 2, false, 50); });
   add("fixes", "softmask_inf_prediction_fp16_reports_like_cpu",
@@ -699,8 +807,8 @@ void register_cases() {
 
 const std::vector<std::string>& expected_kernels(const std::string& group) {
   static const std::vector<std::string> knn = {"sq_norms_kernel", "knn_tile_kernel", "knn_tile_wmma_kernel",
-                                               "knn_finish_kernel"};
-  static const std::vector<std::string> coreset = {"nonfinite_kernel", "init_kernel", "step_kernel"};
+                                               "knn_fold_gemm_kernel", "knn_finish_kernel"};
+  static const std::vector<std::string> coreset = {"nonfinite_kernel", "init_kernel", "step_kernel", "step_vec_kernel"};
   static const std::vector<std::string> msgms = {"gms_level_kernel", "combine_box_kernel"};
   static const std::vector<std::string> softmask = {"softmask_kernel"};
   static const std::vector<std::string> pro = {"validate_kernel", "merge_kernel",      "compress_kernel",
@@ -723,6 +831,9 @@ int main(int argc, char** argv) {
     fprintf(stderr, "usage: %s GROUP [CASE-SUBSTRING]   (GROUP: knn coreset msgms softmask pro fixes all)\n", argv[0]);
     return 2;
   }
+#ifdef CUDAEMU_FAKE_CUBLAS
+  setenv("EDGEAD_CUBLAS", CUDAEMU_FAKE_CUBLAS, 0);  // the knn GEMM path loads the stand-in (unless told otherwise)
+#endif
   const std::string group = argv[1];
   const std::string filter = argc > 2 ? argv[2] : "";
   register_cases();
