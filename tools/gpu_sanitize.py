@@ -41,6 +41,12 @@ try:
         """Synchronise, then hand CuPy's cached device and pinned blocks back to the driver."""
         xp.cuda.runtime.deviceSynchronize()
         gc.collect()
+        # CuPy keeps the pinned staging buffer of each async host->device copy alive in a watch list until
+        # the next pinned allocation checks its event; a 0-byte allocation runs that check (allocates nothing)
+        try:
+            xp.cuda.alloc_pinned_memory(0)
+        except Exception as e:  # best effort: a leak report is noise, not a failure of the workload
+            print(f"gpu_sanitize: could not flush CuPy's pinned-memory watch list: {e}")
         xp.get_default_memory_pool().free_all_blocks()
         xp.get_default_pinned_memory_pool().free_all_blocks()
         xp.cuda.runtime.deviceSynchronize()
