@@ -13,12 +13,18 @@ def to_numpy(a):
     return np.asarray(a)
 
 
-def check_knn(queries, bank, dist, idx, rtol=1e-4, max_query=64):
+def check_knn(queries, bank, dist, idx, rtol=1e-4, max_query=64, min_same=0.99):
     """Same neighbours as the float64 brute force (ops_reference.knn_reference) on the first `max_query`
     queries. An index may differ only on a near-tie: its float64 distance within `rtol` (relative) of the
     reference's. Returned distances must match the float64 ones within `rtol`. rtol 1e-4 for fp32
     inputs (float32 accumulation over D <= 1536 terms: relative error ~ sqrt(D) * 6e-8 << 1e-4);
-    pass 2e-3 for fp16 inputs (values exact in float64; fp16 matmul paths round products)."""
+    pass 2e-3 for fp16 inputs (values exact in float64; fp16 matmul paths round products).
+    At least `min_same` of the indices must equal the reference's: 0.99 for edgead's rows. A baseline that
+    is approximate by construction (torch fp16 matmul + topk: q.b comes back rounded to fp16, unit
+    roundoff 2^-11, i.e. ~0.02 absolute on |q.b| ~ sqrt(D) ~ 39 for D = 1536 normals, ~1e-5 relative on
+    d ~ 52; reduced-precision reduction can make it ~1e-4) swaps neighbours whose float64 distances
+    differ by less than that; it gets a lower floor (0.95, run 1 on an H200: 0.984) while every neighbour
+    it picks must still be within `rtol` (2e-3 for fp16, >10x that error) of the true nearest distance."""
     q = to_numpy(queries)[:max_query].astype(np.float64)
     b = to_numpy(bank).astype(np.float64)
     d = to_numpy(dist)[:max_query].reshape(len(q), -1)
@@ -37,7 +43,7 @@ def check_knn(queries, bank, dist, idx, rtol=1e-4, max_query=64):
     np.testing.assert_allclose(got_d64, ref_d, rtol=rtol, err_msg="neighbour distances differ from the float64 reference")
     np.testing.assert_allclose(d, ref_d, rtol=rtol, err_msg="reported distances differ from the float64 reference")
     same = (i == ref_i).mean()
-    assert same >= 0.99, f"only {same:.3f} of the neighbours equal the float64 reference's"
+    assert same >= min_same, f"only {same:.3f} of the neighbours equal the float64 reference's (need {min_same})"
 
 
 def check_selection(features, n, got, ref=None, rtol=1e-4):

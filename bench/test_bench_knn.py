@@ -15,7 +15,7 @@ library) and, as *_fused, the fused tile kernel (EDGEAD_KNN_CUDA_PATH=fused).
 
 Every row first checks its answer on the first 64 queries against the float64 brute force
 (bench/_checks.check_knn: same neighbours except near-ties, distances within rtol 1e-4 for fp32 inputs,
-2e-3 for fp16 inputs).
+2e-3 for fp16 inputs; >= 99% identical indices, >= 95% for the approximate torch fp16 matmul baseline).
 """
 import numpy as np
 import pytest
@@ -110,7 +110,10 @@ def test_knn_cuda_batch1(benchmark, monkeypatch, impl, M):
         d, i = (r[0], r[1]) if impl.startswith("edgead") else (r.values, r.indices)
         if impl == "torch_fp16_matmul":
             d = d.sqrt()  # that row returns squared distances
-        check_knn(q, b, d, i, rtol=2e-3 if dtype == torch.float16 else 1e-4)
+        # the fp16 matmul baseline is approximate by construction: near-tie swaps allowed on up to 5% of
+        # the queries (distances still within rtol of the float64 nearest); edgead's rows: 99% exact
+        check_knn(q, b, d, i, rtol=2e-3 if dtype == torch.float16 else 1e-4,
+                  min_same=0.95 if impl == "torch_fp16_matmul" else 0.99)
         run()
         benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=1)
     benchmark.extra_info["per_call_ms"] = (benchmark.stats.stats.median if benchmark.stats else float('nan')) / LOOP * 1e3

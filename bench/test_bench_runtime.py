@@ -3,7 +3,7 @@
     pytest bench/test_bench_runtime.py --benchmark-json bench/results/runtime.json
 
 CPU backends here; CUDA variants (torch on CUDA, onnxruntime CUDA, TensorRT fp16) are marked cuda
-and skip without a GPU / without tensorrt. For real models use `edgead bench <artifact>`.
+and skip without a GPU / without their runtime (onnxruntime-gpu's CUDAExecutionProvider, tensorrt). For real models use `edgead bench <artifact>`.
 """
 import os
 import sys
@@ -49,13 +49,34 @@ CASES = [
 ]
 
 
+def skip_unless_backend_installed(backend, device):
+    """Skip (not fail) a CUDA row whose runtime is not installed: onnxruntime without onnxruntime-gpu's
+    CUDAExecutionProvider (run 1 on an H200 had only the CPU package), tensorrt not importable (or a broken
+    install) or no CuPy / cuda-python for its device buffers. torch rows need only HAS_CUDA."""
+    from edgead.runtime import backends
+
+    if backend == "onnxruntime" and device == "cuda":
+        import onnxruntime as ort
+
+        avail = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in avail:
+            pytest.skip(f"onnxruntime without CUDA: device='cuda' needs onnxruntime-gpu (CUDAExecutionProvider); "
+                        f"available: {avail}")
+    if backend == "tensorrt":
+        try:
+            backends.import_tensorrt()
+        except Exception as e:  # not importorskip: a broken install raises OSError / non-ModuleNotFound errors
+            pytest.skip(f"tensorrt cannot be imported here: {e}")
+        if backends._cupy() is None and backends._cudart() is None:
+            pytest.skip("the TensorRT backend needs cupy or cuda-python for device memory; neither is installed")
+
+
 @pytest.mark.parametrize("batch", [1, 8])
 @pytest.mark.parametrize("backend,device,precision", CASES)
 def test_detector_latency(benchmark, tiny, backend, device, precision, batch):
-    if backend == "tensorrt":
-        pytest.importorskip("tensorrt")
     if device == "cuda" and not HAS_CUDA:
         pytest.skip("no GPU")
+    skip_unless_backend_installed(backend, device)
     path, model = tiny
     det = Detector.load(path, backend=backend, device=device, precision=precision,
                         model=TinyModel() if backend == "torch" else None)

@@ -221,16 +221,20 @@ def test_patchcore_post_receives_cuda_arrays_on_torch_cuda(artifacts):  # pragma
         seen.append({k: (type(v).__module__, bool(getattr(v, "is_cuda", False))) for k, v in outputs.items()})
         return post_patchcore.postprocess(outputs, artifact)
 
-    pp.register("patchcore", wrapped, supports_cuda_arrays=True)
+    exported = artifacts("patchcore")
+    x = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    # only the CUDA call runs with the recording wrapper; the onnxruntime-CPU reference below must not be
+    # recorded (its post-processing rightly receives numpy arrays)
+    prev = pp.register("patchcore", wrapped, supports_cuda_arrays=True)
     try:
-        exported = artifacts("patchcore")
         det = Detector.load(exported, backend="torch", device="cuda")
-        x = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
         res = det(x)
-        ref = Detector.load(exported, backend="onnxruntime", device="cpu")(x)
     finally:
         pp.unregister("patchcore")
-    assert seen and all(v == ("torch", True) for s in seen for v in s.values())
+        if prev is not None:
+            pp.register("patchcore", *prev)
+    ref = Detector.load(exported, backend="onnxruntime", device="cpu")(x)
+    assert seen and all(v == ("torch", True) for s in seen for v in s.values()), seen
     np.testing.assert_allclose(res.scores, ref.scores, rtol=1e-3, atol=1e-3 * np.abs(ref.scores).max())
 
 

@@ -12,8 +12,10 @@
 
 Benchmark naming (bench/README.md): GPU benchmarks are marked `cuda` and set `benchmark.group`; in a
 group, entries whose `impl` parameter (or test name) starts with "edgead" are ours, every other entry
-is a baseline run in the same process. The time used is extra_info["per_call_ms"] when the benchmark
-loops internally, else the median. ratio = baseline time / edgead time (> 1: edgead faster).
+is a baseline run in the same process. The time used, in ms, is the benchmark's own per-call / per-step
+time when it loops internally: extra_info["per_call_ms"], ["per_step_ms"] (coreset) or ["per_call_us"]
+(softmask, converted from µs), in that order; else the median of a round. The report's tables say which
+(column "time"). ratio = baseline time / edgead time (> 1: edgead faster).
 """
 from __future__ import annotations
 
@@ -53,18 +55,35 @@ def _impl(b):
     return re.sub(r"^test_", "", b.get("name", ""))
 
 
+# extra_info key -> (factor to ms, what the time is); first present finite one wins
+TIME_KEYS = (("per_call_ms", 1.0, "per call"), ("per_step_ms", 1.0, "per step"), ("per_call_us", 1e-3, "per call"))
+
+
+def _finite(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and v not in (float("inf"), float("-inf"))
+
+
+def bench_time_ms(b):
+    """(ms, basis) of one pytest-benchmark entry: its per-call / per-step extra_info time, else the median.
+    basis names the source, e.g. 'per call (per_call_us)' or 'median of a round'."""
+    extra = b.get("extra_info") or {}
+    for key, factor, what in TIME_KEYS:
+        if _finite(extra.get(key)):
+            return float(extra[key]) * factor, f"{what} ({key})"
+    median = (b.get("stats") or {}).get("median")
+    return (float(median) * 1e3 if _finite(median) else float("nan")), "median of a round"
+
+
 def bench_rows(bench):
-    """pytest-benchmark json -> rows with group, name, impl, ms, is_edgead."""
+    """pytest-benchmark json -> rows with group, name, impl, ms, basis, is_edgead."""
     rows = []
     for b in bench.get("benchmarks", []):
-        st = b.get("stats", {})
+        st = b.get("stats") or {}
         extra = b.get("extra_info") or {}
-        ms = extra.get("per_call_ms")
-        if not isinstance(ms, (int, float)):
-            ms = st.get("median", float("nan")) * 1e3
+        ms, basis = bench_time_ms(b)
         impl = _impl(b)
         rows.append({"group": b.get("group") or b.get("name"), "name": b.get("name"), "impl": impl,
-                     "ms": float(ms), "median_s": st.get("median"), "rounds": st.get("rounds"),
+                     "ms": ms, "basis": basis, "median_s": st.get("median"), "rounds": st.get("rounds"),
                      "edgead": impl.startswith("edgead") or b.get("name", "").startswith("test_edgead"),
                      "extra_info": extra})
     return rows
@@ -82,12 +101,15 @@ def ratios(rows):
         for o in ours:
             for b in base:
                 if o["ms"] > 0:
+                    basis = o["basis"] if o["basis"] == b["basis"] else f"{o['basis']} vs {b['basis']}"
                     out.append({"group": g, "edgead": o["impl"], "baseline": b["impl"], "edgead_ms": o["ms"],
-                                "baseline_ms": b["ms"], "ratio": b["ms"] / o["ms"]})
+                                "baseline_ms": b["ms"], "ratio": b["ms"] / o["ms"], "basis": basis})
     return out
 
 
 def fmt_ms(ms):
+    if ms != ms:
+        return "n/a"
     return f"{ms:.4f}" if ms < 1 else f"{ms:.3f}" if ms < 100 else f"{ms:.1f}"
 
 
@@ -118,15 +140,16 @@ def cmd_quick(a):
           "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()
                                      if k not in ("device", "compute_capability", "driver")),
           f"- Command: `tools/gpu_acceptance.sh` ({a.elapsed} s of a {a.budget} s budget). Raw numbers: "
-          f"`{Path(a.out).name}.json`. Times are medians (per call where the benchmark loops); "
-          "ratio = baseline / edgead, same process.", "",
+          f"`{Path(a.out).name}.json`. Times in ms: per call / per step where the benchmark loops (its "
+          "extra_info per_call_ms, per_step_ms or per_call_us / 1000), else the median of a round; column "
+          "'time' says which. Ratio = baseline / edgead, same process.", "",
           f"Result: **{'PASS' if ok else 'FAIL'}**", "", "| stage | status | seconds |", "|---|---|---|"]
     md += [f"| {s['stage']} | {s['status']} | {s['seconds']} |" for s in stages]
-    md += ["", "| benchmark group | impl | ms |", "|---|---|---|"]
-    md += [f"| {r['group']} | {r['impl']} | {fmt_ms(r['ms'])} |" for r in rows]
+    md += ["", "| benchmark group | impl | ms | time |", "|---|---|---|---|"]
+    md += [f"| {r['group']} | {r['impl']} | {fmt_ms(r['ms'])} | {r['basis']} |" for r in rows]
     if rat:
-        md += ["", "| group | edgead | baseline | ratio |", "|---|---|---|---|"]
-        md += [f"| {r['group']} | {r['edgead']} | {r['baseline']} | {r['ratio']:.2f}x |" for r in rat]
+        md += ["", "| group | edgead | baseline | ratio | time |", "|---|---|---|---|---|"]
+        md += [f"| {r['group']} | {r['edgead']} | {r['baseline']} | {r['ratio']:.2f}x | {r['basis']} |" for r in rat]
     Path(a.out + ".md").write_text("\n".join(md) + "\n")
     print("\n=========================== GPU acceptance summary ===========================")
     print(f"{versions.get('device', '?')}  sm_{str(versions.get('compute_capability', '?')).replace('.', '')}  "

@@ -56,7 +56,14 @@ def mosaic(x: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def obfuscate(x: torch.Tensor, mask: torch.Tensor, m: int) -> torch.Tensor:
-    """I' = I * (1 - M) + mosaic(I, m) * M, mask (B,1,H,W) in [0,1]."""
+    """I' = I * (1 - M) + mosaic(I, m) * M, mask (B,1,H,W) in [0,1]; the result has x's dtype.
+
+    The mask sources build float32 masks (top-k thresholds in float32); without the cast an fp16 network
+    (torch backend precision='fp16' on CUDA) got a float32 I' and its first fp16 convolution raised
+    "Input type (float) and bias type (c10::Half) should be the same". The cast is skipped when the dtypes
+    already agree, so the fp32 export graph is unchanged."""
+    if mask.dtype != x.dtype:
+        mask = mask.to(x.dtype)
     return x * (1.0 - mask) + mosaic(x, m) * mask
 
 
