@@ -127,6 +127,11 @@ for tool, args in (("nvcc", ["--version"]), ("compute-sanitizer", ["--version"])
     except Exception:  # noqa: BLE001
         v[tool] = "absent"
 try:
+    from edgead import ops
+    v["cublas"] = ops.cublas_status()  # what the knn GEMM path loads (after torch: found by soname)
+except Exception as e:  # noqa: BLE001
+    v["cublas"] = f"? {type(e).__name__}"
+try:
     v["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 except Exception:  # noqa: BLE001
     v["commit"] = "?"
@@ -142,7 +147,7 @@ if [ "$MODE" = quick ]; then
   else
     # Correctness stages (cuda tests, the four sanitizers) run side by side: none of them is timed,
     # and together they fit in the time one of them takes. Benchmarks then run alone on the GPU.
-    stage pytest_cuda 150 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests --junitxml="$OUT/pytest-cuda.xml" &
+    stage pytest_cuda 240 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests --junitxml="$OUT/pytest-cuda.xml" &
     if command -v compute-sanitizer >/dev/null 2>&1; then
       for tool in memcheck racecheck synccheck initcheck; do
         extra=()
@@ -154,17 +159,19 @@ if [ "$MODE" = quick ]; then
       skip sanitize "compute-sanitizer not found"
     fi
     wait
-    # Kernels with targets first, the slow end-to-end and 10^8-pixel AUPRO rows last, so that a
-    # budget cut loses the least.
-    stage bench_cuda 330 "$PY" -m pytest -m cuda --benchmark-only -q -p no:cacheprovider \
-      --benchmark-json="$OUT/bench-cuda.json" --benchmark-group-by=group --benchmark-max-time=0.5 \
-      --benchmark-min-rounds=3 bench/test_bench_knn.py bench/test_bench_coreset.py bench/test_bench_msgms.py \
-      bench/test_bench_softmask.py bench/test_bench_patchcore.py bench/test_bench_runtime.py \
-      bench/test_bench_efficientad.py bench/test_bench_fader.py bench/test_bench_pro.py
+    # Two benchmark stages, each with its own json (a stage killed by its limit writes none): the kernels
+    # with targets first, then the end-to-end rows and the 10^8-pixel AUPRO.
+    BENCH_ARGS=(-m cuda --benchmark-only -q -p no:cacheprovider --benchmark-group-by=group --benchmark-max-time=0.5
+                --benchmark-min-rounds=3)
+    stage bench_kernels 150 "$PY" -m pytest "${BENCH_ARGS[@]}" --benchmark-json="$OUT/bench-kernels.json" \
+      bench/test_bench_knn.py bench/test_bench_coreset.py bench/test_bench_msgms.py bench/test_bench_softmask.py
+    stage bench_models 200 "$PY" -m pytest "${BENCH_ARGS[@]}" --benchmark-json="$OUT/bench-models.json" \
+      bench/test_bench_patchcore.py bench/test_bench_runtime.py bench/test_bench_efficientad.py \
+      bench/test_bench_fader.py bench/test_bench_pro.py
   fi
   versions_json >"$OUT/versions.json" 2>/dev/null || echo '{}' >"$OUT/versions.json"
   "$PY" tools/gpu_report.py quick --stages "$STAGES" --versions "$OUT/versions.json" \
-    --bench "$OUT/bench-cuda.json" --out "bench/results/gpu-$DEVICE_SLUG-$DATE" --budget "$BUDGET" \
+    --bench "$OUT/bench-kernels.json" "$OUT/bench-models.json" --out "bench/results/gpu-$DEVICE_SLUG-$DATE" --budget "$BUDGET" \
     --elapsed "$(elapsed)"
   exit $?
 fi

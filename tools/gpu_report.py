@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Report writer for tools/gpu_acceptance.sh (stdlib only; no torch import).
 
-  gpu_report.py quick --stages S --versions V --bench B --out PREFIX [--budget N --elapsed N]
+  gpu_report.py quick --stages S --versions V --bench B [B ...] --out PREFIX [--budget N --elapsed N]
       stage table + GPU benchmark medians and baseline ratios -> PREFIX.json, PREFIX.md; prints the
       PASS/FAIL summary; exit 0 only when every stage that ran passed.
   gpu_report.py miic --stages S --versions V --fit F --images N --weights W --out PREFIX
@@ -125,7 +125,11 @@ def summary_lines(stages):
 def cmd_quick(a):
     stages = read_stages(a.stages)
     versions = read_json(a.versions, {})
-    bench = read_json(a.bench, {})
+    bench = {"benchmarks": []}
+    for path in a.bench:  # one pytest-benchmark json per bench stage; a stage killed by its limit wrote none
+        part = read_json(path, {})
+        bench["benchmarks"] += part.get("benchmarks", [])
+        bench.setdefault("machine_info", part.get("machine_info", {}))
     rows = bench_rows(bench)
     rat = ratios(rows)
     ok, lines = summary_lines(stages)
@@ -251,7 +255,7 @@ def main(argv=None):
     q = sub.add_parser("quick")
     q.add_argument("--stages", required=True)
     q.add_argument("--versions", required=True)
-    q.add_argument("--bench", required=True)
+    q.add_argument("--bench", required=True, nargs="+")
     q.add_argument("--out", required=True)
     q.add_argument("--budget", type=int, default=0)
     q.add_argument("--elapsed", type=int, default=0)

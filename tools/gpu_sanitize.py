@@ -17,6 +17,8 @@ cudaFreeAsync'd at the end of its call, and its private cudaMemPool only keeps f
 and run 1 reported none from edgead.
 """
 import gc
+import itertools
+import os
 import sys
 
 import numpy as np
@@ -79,8 +81,14 @@ def main():
             return
         failures.append(f"{what}: no ValueError")
 
-    # knn: both dtypes (fp16 = tensor-core kernel), k = 1 and 64 (second list slot), bank > one split.
-    for dtype in (np.float32, np.float16):
+    # knn: both CUDA paths (fused tile kernels; cuBLAS + fold in several chunks), both dtypes (fp16 =
+    # tensor-core kernel), k = 1 and 64 (second list slot), bank > one split.
+    os.environ["EDGEAD_KNN_GEMM_BYTES"] = "65536"
+    for path, dtype in itertools.product(("fused", "gemm"), (np.float32, np.float16)):
+        os.environ["EDGEAD_KNN_CUDA_PATH"] = path
+        if path == "gemm" and not ops.cublas_status().startswith(("libcublas", "/")):
+            failures.append(f"knn gemm path: cuBLAS not loaded: {ops.cublas_status()}")
+            continue
         q = rng.standard_normal((70, 40)).astype(dtype)
         b = rng.standard_normal((3000, 40)).astype(dtype)
         for k in (1, 64):
@@ -94,7 +102,8 @@ def main():
         bad[2999, 3] = np.nan
         expect_error(lambda: ops.knn(dev(q), dev(bad), 1), "knn NaN bank")
 
-    # coreset: one call and the resumable selector; NaN input.
+    os.environ.pop("EDGEAD_KNN_CUDA_PATH")
+    # coreset: one call and the resumable selector; NaN input (fp32 D=32: 16-byte-vector step kernel).
     for dtype in (np.float32, np.float16):
         x = rng.standard_normal((2000, 32)).astype(dtype)
         idx = host(ops.coreset(dev(x), 40, start=3))
