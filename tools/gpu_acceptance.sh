@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command GPU acceptance run for a session that has an NVIDIA GPU (issue 9 item 6).
 #
-#   tools/gpu_acceptance.sh          quick stage, fits one 10-minute device call:
+#   tools/gpu_acceptance.sh          quick stage, fits one 10-minute device call (GPU_ACCEPT_STAGES picks a subset):
 #       detect the GPU's compute capability -> build edgead._C for it -> pytest -m cuda ->
 #       compute-sanitizer memcheck / racecheck / synccheck / initcheck on tools/gpu_sanitize.py ->
 #       GPU benchmarks with their baselines (bench -m cuda) -> bench/results/gpu-<device>-<date>.{json,md}
@@ -81,6 +81,10 @@ stage() {
   tail -n 4 "$log" | sed 's/^/   | /'
   return 0
 }
+# GPU_ACCEPT_STAGES: comma-separated subset of pytest_cuda,sanitize,bench_kernels,bench_models (default
+# all; the build always runs) -- for a second call inside one session's device time.
+WANT="${GPU_ACCEPT_STAGES:-pytest_cuda,sanitize,bench_kernels,bench_models}"
+want() { [[ ",$WANT," == *",$1,"* ]]; }
 skip() { printf '%s\tSKIP\t0\t%s\n' "$1" "$2" >>"$STAGES"; echo "== $1: SKIP ($2)"; }
 failed() { awk -F'\t' -v n="$1" '$1 == n && $2 != "PASS" {f = 1} END {exit !f}' "$STAGES"; }
 
@@ -147,8 +151,10 @@ if [ "$MODE" = quick ]; then
   else
     # Correctness stages (cuda tests, the four sanitizers) run side by side: none of them is timed,
     # and together they fit in the time one of them takes. Benchmarks then run alone on the GPU.
-    stage pytest_cuda 240 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests --junitxml="$OUT/pytest-cuda.xml" &
-    if command -v compute-sanitizer >/dev/null 2>&1; then
+    want pytest_cuda && stage pytest_cuda 240 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests --junitxml="$OUT/pytest-cuda.xml" &
+    if ! want sanitize; then
+      :
+    elif command -v compute-sanitizer >/dev/null 2>&1; then
       for tool in memcheck racecheck synccheck initcheck; do
         extra=()
         [ "$tool" = memcheck ] && extra=(--leak-check full)
@@ -163,9 +169,9 @@ if [ "$MODE" = quick ]; then
     # with targets first, then the end-to-end rows and the 10^8-pixel AUPRO.
     BENCH_ARGS=(-m cuda --benchmark-only -q -p no:cacheprovider --benchmark-group-by=group --benchmark-max-time=0.5
                 --benchmark-min-rounds=3)
-    stage bench_kernels 150 "$PY" -m pytest "${BENCH_ARGS[@]}" --benchmark-json="$OUT/bench-kernels.json" \
+    want bench_kernels && stage bench_kernels 150 "$PY" -m pytest "${BENCH_ARGS[@]}" --benchmark-json="$OUT/bench-kernels.json" \
       bench/test_bench_knn.py bench/test_bench_coreset.py bench/test_bench_msgms.py bench/test_bench_softmask.py
-    stage bench_models 200 "$PY" -m pytest "${BENCH_ARGS[@]}" --benchmark-json="$OUT/bench-models.json" \
+    want bench_models && stage bench_models 200 "$PY" -m pytest "${BENCH_ARGS[@]}" --benchmark-json="$OUT/bench-models.json" \
       bench/test_bench_patchcore.py bench/test_bench_runtime.py bench/test_bench_efficientad.py \
       bench/test_bench_fader.py bench/test_bench_pro.py
   fi
