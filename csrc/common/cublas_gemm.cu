@@ -17,6 +17,7 @@ namespace {
 // The C ABI of cuBLAS v2 (cublas_api.h): opaque handle, int-sized enums.
 using CublasHandle = void*;
 using CreateFn = int (*)(CublasHandle*);
+using DestroyFn = int (*)(CublasHandle);
 using SetStreamFn = int (*)(CublasHandle, cudaStream_t);
 using GemmExFn = int (*)(CublasHandle, int transa, int transb, int m, int n, int k, const void* alpha, const void* A,
                          int Atype, int lda, const void* B, int Btype, int ldb, const void* beta, void* C, int Ctype,
@@ -29,6 +30,7 @@ constexpr int kGemmDefault = -1;                 // cublasGemmAlgo_t CUBLAS_GEMM
 struct Api {
   void* lib = nullptr;
   CreateFn create = nullptr;
+  DestroyFn destroy = nullptr;  // optional
   SetStreamFn set_stream = nullptr;
   GemmExFn gemm_ex = nullptr;
   std::string status = "not loaded";
@@ -59,6 +61,7 @@ Api load() {
     api.create = reinterpret_cast<CreateFn>(dlsym(lib, "cublasCreate_v2"));
     api.set_stream = reinterpret_cast<SetStreamFn>(dlsym(lib, "cublasSetStream_v2"));
     api.gemm_ex = reinterpret_cast<GemmExFn>(dlsym(lib, "cublasGemmEx"));
+    api.destroy = reinterpret_cast<DestroyFn>(dlsym(lib, "cublasDestroy_v2"));
     if (api.create && api.set_stream && api.gemm_ex) {
       api.lib = lib;
       api.status = names[i];
@@ -93,6 +96,20 @@ std::string cublas_error(const char* what, int code) {
 }  // namespace
 
 bool cublas_available() { return api().lib != nullptr; }
+
+void cublas_release() {
+  const Api& a = api();
+  if (!a.lib || !a.destroy) return;
+  std::lock_guard<std::mutex> lock(g_mu);
+  int prev = -1;
+  const bool have_prev = cudaGetDevice(&prev) == cudaSuccess;
+  for (auto& kv : handles()) {
+    if (!kv.second) continue;
+    if (cudaSetDevice(kv.first) == cudaSuccess) a.destroy(kv.second);  // a handle belongs to its device
+    kv.second = nullptr;
+  }
+  if (have_prev) cudaSetDevice(prev);
+}
 
 std::string cublas_status() { return api().status; }
 

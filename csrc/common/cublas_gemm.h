@@ -20,6 +20,11 @@ bool cublas_available();
 // Human-readable: "libcublas.so.13" (what was loaded) or why nothing was.
 std::string cublas_status();
 
+// Destroys the per-device handles (and their workspaces); the next gemm_abt creates them again. Handles are
+// otherwise kept for the process; this is for leak checkers (tools/gpu_sanitize.py). Not while another
+// thread runs a product.
+void cublas_release();
+
 // C = alpha * A . B^T with row-major A (n x k, leading dimension lda), row-major B (m x k, ldb) and row-major
 // fp32 C (n x m, ldc), on `stream`. A and B are both fp16 (fp16_inputs) or both fp32; accumulation is fp32
 // (CUBLAS_COMPUTE_32F: no TF32). Needs n, m, k < 2^31. Returns false when cuBLAS is not available

@@ -127,6 +127,14 @@ void register_knn(py::module_& m) {
 #endif
       },
       "What the CUDA knn GEMM path loaded (a cuBLAS soname or path), or why it uses the fused kernel.");
+  m.def(
+      "cublas_release",
+      []() {
+#ifdef EDGEAD_WITH_CUDA
+        cublas_release();
+#endif
+      },
+      "Destroy the knn GEMM path's cuBLAS handles (recreated on next use); for leak checkers.");
   m.def("knn_sq_norms", &sq_norms_binding, py::arg("bank"), py::arg("out"), py::arg("stream") = 0,
         "Squared L2 norm of every row of bank (M,D) into out float32 (M,).");
 }

@@ -45,6 +45,8 @@ int cublasCreate_v2(void** handle) {
   return kOk;
 }
 
+int cublasDestroy_v2(void* handle) { return g_handles.erase(handle) ? kOk : kNotInitialized; }
+
 int cublasSetStream_v2(void* handle, void* /*stream*/) { return g_handles.count(handle) ? kOk : kNotInitialized; }
 
 int cublasGemmEx(void* handle, int transa, int transb, int m, int n, int k, const void* alpha, const void* A, int Atype,
