@@ -113,7 +113,7 @@ export PY ARCH
 
 versions_json() {
   "$PY" - "$GPU_NAME" "$CAP" "$DRIVER" <<'EOF'
-import json, platform, subprocess, sys
+import json, os, platform, subprocess, sys
 v = {"device": sys.argv[1], "compute_capability": sys.argv[2], "driver": sys.argv[3],
      "python": platform.python_version()}
 for mod in ("torch", "cupy", "numpy", "onnxruntime", "edgead"):
@@ -136,7 +136,10 @@ try:
 except Exception as e:  # noqa: BLE001
     v["cublas"] = f"? {type(e).__name__}"
 try:
-    v["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # The device tool's copy of the tree carries git metadata from the session's start: pass
+    # EDGEAD_COMMIT=$(git rev-parse --short HEAD) from the machine that sent it.
+    v["commit"] = os.environ.get("EDGEAD_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 except Exception:  # noqa: BLE001
     v["commit"] = "?"
 print(json.dumps(v))
