@@ -98,30 +98,12 @@ __device__ __forceinline__ void block_argmax(float* sv, long long* si, float bv,
   }
 }
 
-template <class T>
-__global__ void __launch_bounds__(THREADS) step_kernel(const T* __restrict__ x, long long N, long long D,
-                                                       long long* __restrict__ idx, long long s, float* __restrict__ mind,
-                                                       float* __restrict__ part_v, long long* __restrict__ part_i,
-                                                       unsigned* __restrict__ ticket, float* __restrict__ dist) {
-  __shared__ float sv[THREADS];
-  __shared__ long long si[THREADS];
-  __shared__ bool last;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const long long cur = idx[s - 1];
-  const bool pairs = (D % 2 == 0) && (reinterpret_cast<uintptr_t>(x) % 4 == 0);
-  const T* xc = x + cur * D;
-  float bv = -1.f;
-  long long bi = -1;
-  const long long total_warps = (long long)gridDim.x * WARPS;
-  for (long long i = (long long)blockIdx.x * WARPS + warp; i < N; i += total_warps) {
-    const float d2 = row_dist2(x + i * D, xc, D, lane, pairs);
-    const float m = fminf(mind[i], d2);
-    if (lane == 0) mind[i] = m;
-    if (m > bv) {  // ascending i per warp: '>' keeps the lowest index
-      bv = m;
-      bi = i;
-    }
-  }
+// End of a step, shared by both step kernels: block arg-max of the threads' (bv, bi) into this block's
+// partial; the last block to finish (atomic ticket) reduces the partials and writes idx[s] (and dist[s]).
+__device__ __forceinline__ void finish_step(float* sv, long long* si, bool& last, float bv, long long bi,
+                                            float* __restrict__ part_v, long long* __restrict__ part_i,
+                                            unsigned* __restrict__ ticket, long long* __restrict__ idx, long long s,
+                                            float* __restrict__ dist) {
   block_argmax(sv, si, bv, bi);  // result in sv[0], si[0]
   if (threadIdx.x == 0) {
     part_v[blockIdx.x] = sv[0];
@@ -148,6 +130,33 @@ __global__ void __launch_bounds__(THREADS) step_kernel(const T* __restrict__ x, 
     if (dist) dist[s] = sqrtf(sv[0]);
     *ticket = 0u;  // ready for the next step (kernel boundary orders it)
   }
+}
+
+template <class T>
+__global__ void __launch_bounds__(THREADS) step_kernel(const T* __restrict__ x, long long N, long long D,
+                                                       long long* __restrict__ idx, long long s, float* __restrict__ mind,
+                                                       float* __restrict__ part_v, long long* __restrict__ part_i,
+                                                       unsigned* __restrict__ ticket, float* __restrict__ dist) {
+  __shared__ float sv[THREADS];
+  __shared__ long long si[THREADS];
+  __shared__ bool last;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const long long cur = idx[s - 1];
+  const bool pairs = (D % 2 == 0) && (reinterpret_cast<uintptr_t>(x) % 4 == 0);
+  const T* xc = x + cur * D;
+  float bv = -1.f;
+  long long bi = -1;
+  const long long total_warps = (long long)gridDim.x * WARPS;
+  for (long long i = (long long)blockIdx.x * WARPS + warp; i < N; i += total_warps) {
+    const float d2 = row_dist2(x + i * D, xc, D, lane, pairs);
+    const float m = fminf(mind[i], d2);
+    if (lane == 0) mind[i] = m;
+    if (m > bv) {  // ascending i per warp: '>' keeps the lowest index
+      bv = m;
+      bi = i;
+    }
+  }
+  finish_step(sv, si, last, bv, bi, part_v, part_i, ticket, idx, s, dist);
 }
 
 
@@ -230,32 +239,7 @@ __global__ void __launch_bounds__(THREADS) step_vec_kernel(const T* __restrict__
       }
     }
   }
-  block_argmax(sv, si, bv, bi);  // result in sv[0], si[0]
-  if (threadIdx.x == 0) {
-    part_v[blockIdx.x] = sv[0];
-    part_i[blockIdx.x] = si[0];
-    __threadfence();
-    last = atomicAdd(ticket, 1u) == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  bv = -1.f;
-  bi = -1;
-  for (int b = threadIdx.x; b < (int)gridDim.x; b += THREADS) {
-    const float v = __ldcg(part_v + b);
-    const long long i = __ldcg(part_i + b);
-    if (better(v, i, bv, bi)) {
-      bv = v;
-      bi = i;
-    }
-  }
-  block_argmax(sv, si, bv, bi);
-  if (threadIdx.x == 0) {
-    idx[s] = si[0];
-    if (dist) dist[s] = sqrtf(sv[0]);
-    *ticket = 0u;
-  }
+  finish_step(sv, si, last, bv, bi, part_v, part_i, ticket, idx, s, dist);
 }
 
 template <class T>
