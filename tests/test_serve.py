@@ -4,6 +4,10 @@ Skipped (cleanly, with the reason) when the optional `serve` extra is absent or 
 PyTriton's Python backend stub (numpy >= 2: see edgead.serve.server). Everything binds 127.0.0.1 only, every
 request loop is bounded, and the server is stopped at the end (its ports are closed afterwards).
 Runtime here: ~30-40 s, mostly tritonserver start-up and the tiny PatchCore fit (2-core loaded machine).
+
+CI runs this module in its own numpy<2 environment (`.ci/serve`, without torch) with
+``EDGEAD_SERVE_ARTIFACT`` = a tiny artifact the main environment built (``python tests/tiny_patchcore.py OUT``)
+and ``EDGEAD_REQUIRE_SERVE=1``, which turns every reason to skip into a failure.
 """
 from __future__ import annotations
 
@@ -19,14 +23,30 @@ import pytest
 
 from edgead.serve import serve_available
 
+REQUIRE = os.environ.get("EDGEAD_REQUIRE_SERVE", "") == "1"  # CI's serve step: skipping is a failure
+ARTIFACT = os.environ.get("EDGEAD_SERVE_ARTIFACT") or None  # prebuilt tiny artifact (no torch needed here)
+
+
+def _unavailable(why):
+    if REQUIRE:
+        pytest.fail(f"EDGEAD_REQUIRE_SERVE=1 but {why}", pytrace=False)
+    pytest.skip(why, allow_module_level=True)
+
+
 _why = serve_available()
 if _why is not None:
-    pytest.skip(f"edgead serve unavailable: {_why}", allow_module_level=True)
+    _unavailable(f"edgead serve unavailable: {_why}")
 pytestmark = [pytest.mark.serve]
-pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
+for _mod in ("onnxruntime",) + (() if ARTIFACT else ("torch", "onnx")):
+    try:
+        __import__(_mod)
+    except ImportError as _e:
+        _unavailable(f"{_mod} is needed ({_e}); or set EDGEAD_SERVE_ARTIFACT to a prebuilt artifact")
+if ARTIFACT and not os.path.isfile(os.path.join(ARTIFACT, "model.onnx")):
+    pytest.fail(f"EDGEAD_SERVE_ARTIFACT={ARTIFACT!r}: expected an exported artifact directory with model.onnx",
+                pytrace=False)
 
-from test_triton_export import make_tiny_artifact, textures  # noqa: E402  (tests/ is on sys.path)
+from tiny_patchcore import make_tiny_artifact, textures  # noqa: E402  (tests/ is on sys.path)
 
 TOL = 1e-5
 
@@ -54,7 +74,7 @@ def served(tmp_path_factory):
     from edgead.runtime import Detector
     from edgead.serve import Server
 
-    art = make_tiny_artifact(str(tmp_path_factory.mktemp("serve") / "patchcore"), "patchcore")
+    art = ARTIFACT or make_tiny_artifact(str(tmp_path_factory.mktemp("serve") / "patchcore"), "patchcore")
     det = Detector.load(art, backend="onnxruntime", device="cpu")
     http_port, grpc_port, metrics_port = _free_ports(3)
     srv = Server(det, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, max_batch_size=8,

@@ -17,59 +17,13 @@ import types
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from edgead.artifact import save_artifact  # noqa: E402
 from edgead.runtime import Detector  # noqa: E402
 
-THRESHOLDS = {"image": 0.5, "pixel": 0.4, "candidates": {"image": {"f1": 0.5}, "pixel": {"f1": 0.4}}}
-
-
-# ----------------------------------------------------------------------------------------------
-# tiny real artifacts (as tests/test_runtime.py builds them): random-init networks, 64x64 images
-# ----------------------------------------------------------------------------------------------
-def textures(n, seed, size=64):
-    rng = np.random.default_rng(seed)
-    tile = np.random.default_rng(123).integers(0, 256, (16, 16, 3)).astype(np.float32)
-    out = []
-    for _ in range(n):
-        dy, dx = rng.integers(0, 16, size=2)
-        img = np.tile(np.roll(tile, (dy, dx), (0, 1)), (size // 16, size // 16, 1))
-        img = img + 8 * rng.standard_normal(img.shape)
-        out.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(out)
-
-
-def make_tiny_artifact(path, model_type="patchcore"):
-    """Save + ONNX-export a tiny real model; returns the artifact path."""
-    import warnings
-
-    from edgead.export.onnx import export_onnx
-    from edgead.models import get_model_class
-
-    cls = get_model_class(model_type)
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if model_type == "patchcore":
-            model = cls(dict(backbone="resnet18", allow_random=True, layers=["layer1", "layer2"], image_size=[64, 64],
-                             coreset_ratio=0.25, num_neighbors=3, embedding_dim=48, batch_size=8,
-                             mean=[0.5] * 3, std=[0.25] * 3))
-            pre = model.preprocessing()
-            stats = model.fit(torch.from_numpy(pre.batch(list(textures(6, 1)))), progress=False) or {}
-        elif model_type == "fader":
-            model = cls({"image_size": [64, 64], "widths": [4, 8, 8, 16, 16], "mosaic_scale": 8, "mlp_hidden": 16,
-                         "seed": 0})
-            stats = {}
-        else:
-            model = cls({"image_size": [64, 64], "out_channels": 8, "size": "S"})
-            stats = {}
-    model = model.eval()
-    save_artifact(path, model.model_type, model.artifact_config(), model.preprocessing().to_dict(),
-                  model.artifact_tensors(), thresholds=THRESHOLDS, statistics=stats)
-    export_onnx(path)
-    return path
+# tiny real artifacts (random-init networks, 64x64 images): tests/tiny_patchcore.py (importable without torch)
+from tiny_patchcore import THRESHOLDS, make_tiny_artifact, textures  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     art = a.artifact
     if a.tiny:
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-        from test_triton_export import make_tiny_artifact
+        from tiny_patchcore import make_tiny_artifact
 
         art = make_tiny_artifact(os.path.join(tempfile.mkdtemp(prefix="edgead-load-"), "patchcore"), "patchcore")
     det = Detector.load(art, backend="onnxruntime", device="cpu")
