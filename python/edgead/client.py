@@ -181,6 +181,10 @@ class Client:
                  np.dtype(np.uint8): "UINT8", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64"}.get(x.dtype)
         if dtype is None:
             raise TypeError(f"infer_preprocessed: argument 'x' has dtype {x.dtype}, which cannot be sent")
+        # The server refuses NaN/inf too, but only its infer function can see them, after dynamic batching:
+        # PyTriton then fails every request of that batch (no per-request errors). Refuse them here instead.
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise ValueError("infer_preprocessed: argument 'x' contains NaN or inf (the server would refuse it)")
         inp = tc.InferInput("image", list(x.shape), dtype)
         if self.protocol == "http":
             inp.set_data_from_numpy(np.ascontiguousarray(x), binary_data=True)
