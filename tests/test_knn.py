@@ -251,10 +251,14 @@ def test_cuda_nonfinite_raises_like_cpu(torch_cuda, rng, dtype, bad):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("path", ["auto", "fused", "gemm"])
 @pytest.mark.parametrize("k", [1, 5, 33, 64])
-def test_cuda_ties_all_k(torch_cuda, k):
-    # Equal distances everywhere: the fold and the split merge must keep the lowest indices, in order.
+def test_cuda_ties_all_k(torch_cuda, monkeypatch, path, k):
+    # Equal distances everywhere: the fold and the split merge must keep the lowest indices, in order
+    # (on the GEMM path across chunks too: the products of these small integers are exact in any order).
     torch = torch_cuda
+    monkeypatch.setenv("EDGEAD_KNN_CUDA_PATH", path)
+    monkeypatch.setenv("EDGEAD_KNN_GEMM_BYTES", "65536")
     b = torch.ones((9000, 4), device="cuda")
     q = torch.zeros((130, 4), device="cuda")
     dist, idx = ops.knn(q, b, k)

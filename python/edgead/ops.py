@@ -251,7 +251,10 @@ def knn(queries: Any, bank: Any, k: int = 1, bank_sq_norms: Any = None):
     run time: see cublas_status(); fp32 accumulation, no TF32) in L2-sized chunks, folded into the
     top-k by edgead's kernel; smaller problems, or a process without cuBLAS, use the fused tile
     kernel. EDGEAD_KNN_CUDA_PATH=auto|fused|gemm overrides the choice (both give the same neighbours
-    up to near-ties). Device arrays whose squared row norms overflow float32 raise the non-finite
+    up to near-ties). On the GEMM path the selection distances of equal bank rows in different chunks
+    come from different cuBLAS products and can differ in the last bit, so exactly duplicated rows may
+    resolve to a higher index there; the returned winners are still ordered by their recomputed
+    (distance, index). Device arrays whose squared row norms overflow float32 raise the non-finite
     ValueError on the GEMM path.
     """
     op = "knn"
