@@ -1,7 +1,8 @@
-"""`edgead serve`: a real tritonserver (PyTriton) on loopback around the Detector, and edgead.client.
+"""`edgead serve`: a real tritonserver (bundled in nvidia-pytriton) on loopback with a generated Python-backend model
+repository around the Detector, and edgead.client.
 
 Skipped (cleanly, with the reason) when the optional `serve` extra is absent or this environment cannot run
-PyTriton's Python backend stub (numpy >= 2: see edgead.serve.server). Everything binds 127.0.0.1 only, every
+the Python backend stub (numpy >= 2: see edgead.serve.server). Everything binds 127.0.0.1 only, every
 request loop is bounded, and the server is stopped at the end (its ports are closed afterwards).
 Runtime here: ~30-40 s, mostly tritonserver start-up and the tiny PatchCore fit (2-core loaded machine).
 
@@ -80,6 +81,7 @@ def served(tmp_path_factory):
     srv = Server(det, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, max_batch_size=8,
                  max_queue_delay_us=5000, instances=1)
     srv.start()
+    pgid = os.getpgid(srv.pid)
     try:
         yield art, det, srv
     finally:
@@ -87,6 +89,13 @@ def served(tmp_path_factory):
         det.close()
         for p in (http_port, grpc_port, metrics_port):  # clean shutdown: nothing listens any more
             assert not _port_open(p), f"port {p} still open after stop()"
+        _assert_group_gone(pgid)
+
+
+def _assert_group_gone(pgid):
+    """tritonserver and its Python backend stubs (one process group) have all exited."""
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
 
 
 def _same(got, ref):
@@ -218,9 +227,10 @@ def test_malformed_requests_get_errors_and_server_keeps_serving(served):
 
 
 def test_refused_request_does_not_fail_its_batch_mates(served):
-    """Wrong shapes/dtypes are refused by tritonserver per request, before dynamic batching: good requests sent at
-    the same time (8 threads, 5 ms queue delay) all come back right. (NaN/inf is refused only after batching,
-    where PyTriton fails the whole batch: edgead.client refuses it before sending, see the test above.)"""
+    """Every malformed request gets its own error response, the good requests sent at the same time (8 threads,
+    5 ms queue delay: dynamic batches mix both) all come back right. Wrong shapes/dtypes are refused by
+    tritonserver before batching; NaN, inf and an empty batch only by the model, inside a dynamic batch, with
+    per-request error responses (sent raw over HTTP: edgead.client refuses NaN/inf/empty before sending)."""
     from edgead.client import Client, ServerError
 
     art, det, srv = served
@@ -228,11 +238,25 @@ def test_refused_request_does_not_fail_its_batch_mates(served):
     good = det.preprocessing.batch(list(textures(4, 11)))
     ref_s, ref_m = det.infer_preprocessed(good)
     bads = [np.zeros((1, c, h, w + 1), np.float32), np.zeros((1, c, h, w), np.float64)]
+    nan = np.zeros((1, c, h, w), np.float32)
+    nan[0, 0, 3, 5] = np.nan
+    inf = np.zeros((2, c, h, w), np.float32)
+    inf[1, -1, -1, -1] = np.inf
+    raws = [([1, c, h, w], nan.tobytes(), b"NaN"), ([2, c, h, w], inf.tobytes(), b"NaN or inf"),
+            ([0, c, h, w], b"", b"")]
+    before = dict(srv.batch_sizes)
     with Client(srv.urls["http"]) as client:
         def send(i):
             if i % 4 == 3:
+                k = (i // 4) % 5
+                if k >= 2:  # raw: only the model can refuse these
+                    shape, body, word = raws[k - 2]
+                    hdr = {"inputs": [{"name": "image", "shape": shape, "datatype": "FP32",
+                                       "parameters": {"binary_data_size": len(body)}}]}
+                    st, text = _raw_http_infer(srv.http_port, srv.name, hdr, body)
+                    return "refused" if st >= 400 and word in text else f"not refused {st} {text[:200]!r}"
                 try:
-                    client.infer_preprocessed(bads[(i // 4) % 2])
+                    client.infer_preprocessed(bads[k])
                 except ServerError:
                     return "refused"
                 return "not refused"
@@ -242,8 +266,35 @@ def test_refused_request_does_not_fail_its_batch_mates(served):
             return "ok" if ok else "wrong"
 
         with cf.ThreadPoolExecutor(8) as pool:
-            outs = list(pool.map(send, range(48), timeout=120))
-    assert outs.count("refused") == 12 and outs.count("ok") == 36, outs
+            outs = list(pool.map(send, range(80), timeout=120))
+    assert outs.count("refused") == 20 and outs.count("ok") == 60, outs
+    seen = {k: v - before.get(k, 0) for k, v in srv.batch_sizes.items() if v - before.get(k, 0) > 0}
+    assert max(seen) > 1, seen  # requests were batched together, so refusals were made inside batches
+
+
+def test_startup_failure_is_clear_and_leaves_nothing(served):
+    """A port already in use: start() raises ServeError naming the ports with tritonserver's log, within the
+    startup bound, and no server is left running."""
+    import time
+
+    from edgead.serve import ServeError, Server
+
+    art, det, srv = served
+    srv2 = Server(det, http_port=srv.http_port, grpc_port=None, metrics_port=None, startup_timeout_s=60)
+    t0 = time.monotonic()
+    with pytest.raises(ServeError, match=f"http port {srv.http_port} on 127.0.0.1 is in use"):
+        srv2.start()
+    assert time.monotonic() - t0 < 60
+    assert srv2.pid is None and srv2._tmp is None
+    # the model cannot load (its artifact is gone): tritonserver exits, the error carries the end of its log
+    srv3 = Server(det, http_port=None, grpc_port=None, metrics_port=None, startup_timeout_s=60)
+    srv3.load_spec = dict(srv3.load_spec, artifact=os.path.join(os.path.dirname(art), "no-such-artifact"))
+    with pytest.raises(ServeError, match="exited with status") as e:
+        srv3.start()
+    assert "no-such-artifact" in str(e.value)
+    assert srv3.pid is None and srv3._tmp is None
+    with urllib.request.urlopen(f"{srv.urls['http']}/v2/health/ready", timeout=10) as r:  # the first one serves on
+        assert r.status == 200
 
 
 def test_health_and_metrics(served):
@@ -256,12 +307,32 @@ def test_health_and_metrics(served):
     assert "nv_inference_request_success" in text and f'model="{srv.name}"' in text
     meta = srv.meta()
     assert meta["preprocessing"] == det.artifact.preprocessing and meta["input_shape"] == list(srv.input_shape)
+    with urllib.request.urlopen(f"{srv.urls['http']}/v2/models/{srv.name}/config", timeout=10) as r:
+        cfg = json.loads(r.read())
+    assert cfg["backend"] == "python" and cfg["max_batch_size"] == 8
+    assert cfg["dynamic_batching"]["max_queue_delay_microseconds"] == 5000
+    assert json.loads(cfg["parameters"]["edgead_meta"]["string_value"]) == meta
 
 
 def test_server_argument_errors(served):
     from edgead.serve import Server
 
     art, det, srv = served
-    for kw in ({"http_port": 0}, {"max_batch_size": 0}, {"name": "a b"}, {"instances": True}):
+    for kw in ({"http_port": 0}, {"max_batch_size": 0}, {"name": "a b"}, {"instances": True},
+               {"startup_timeout_s": 0}):
         with pytest.raises(ValueError):
             Server(det, **kw)
+
+
+def test_request_checks_of_the_model():
+    """What the Python-backend model refuses per request (besides tritonserver's own checks)."""
+    from edgead.serve.triton_model import request_error
+
+    shape = (3, 8, 8)
+    assert request_error(np.zeros((2,) + shape, np.float32), shape) is None
+    bad = {"missing": None, "FP32": np.zeros((1,) + shape, np.float64), "shape": np.zeros((1, 3, 8, 9), np.float32),
+           "empty": np.zeros((0,) + shape, np.float32), "NaN": np.full((1,) + shape, np.nan, np.float32),
+           "inf": np.full((1,) + shape, -np.inf, np.float32)}
+    for word, x in bad.items():
+        why = request_error(x, shape)
+        assert why is not None and word in why, (word, why)

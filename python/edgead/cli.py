@@ -204,7 +204,7 @@ def cmd_serve(a) -> int:
           threshold=a.threshold, pixel_threshold=a.pixel_threshold, name=a.model_name, host=a.host,
           http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, max_batch_size=a.max_batch_size,
           max_queue_delay_us=a.max_queue_delay_us, dynamic_batching=not a.no_dynamic_batching, instances=a.instances,
-          log_verbose=a.log_verbose)
+          log_verbose=a.log_verbose, startup_timeout_s=a.startup_timeout)
     return 0
 
 
@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="triton: where the network's instances run (KIND_GPU / KIND_CPU)")
     ex.set_defaults(func=cmd_export)
 
-    sv = verb("serve", "serve an artifact with Triton Inference Server (PyTriton; needs edgead[serve])")
+    sv = verb("serve", "serve an artifact with Triton Inference Server (tritonserver from nvidia-pytriton; needs edgead[serve])")
     sv.add_argument("artifact", help="artifact directory")
     sv.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"], default="auto",
                     help="runtime.Detector backend")
@@ -433,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     triton_batching(sv)
     sv.add_argument("--no-dynamic-batching", action="store_true", help="serve each request as sent")
     sv.add_argument("--log-verbose", type=_NON_NEGATIVE, default=0, help="tritonserver log verbosity")
+    sv.add_argument("--startup-timeout", type=float, default=120.0,
+                    help="seconds tritonserver and the model get to become ready before serve fails")
     sv.set_defaults(func=cmd_serve)
 
     b = verb("bench", "latency / throughput of an artifact on runtime backends")

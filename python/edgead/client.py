@@ -1,4 +1,4 @@
-"""Client for a Triton server running edgead: `edgead serve` (PyTriton) or the model repository from
+"""Client for a Triton server running edgead: `edgead serve` (tritonserver + a Python-backend model) or the model repository from
 `edgead export --format triton` on tritonserver. Needs the optional extra ``pip install "edgead[serve]"``.
 
     from edgead.client import Client
@@ -11,8 +11,8 @@ The client pre-processes exactly like the Detector (the artifact's Preprocessing
 batch in chunks of at most the served max batch size, and turns the returned scores / model-size maps into
 Results with the Detector's own code (:class:`edgead.runtime.Detector.__call__`: resize to each image's size,
 thresholds), so a served result equals the in-process one. Pre-processing and thresholds come from the
-server (``<model>_meta`` of `edgead serve`, or the ensemble's config parameters of an exported repository), or
-from `artifact` (an artifact directory or its edgead.json) when given.
+server (the ``edgead_meta`` config parameter of `edgead serve`'s model, or the ensemble's config parameters of an
+exported repository), or from `artifact` (an artifact directory or its edgead.json) when given.
 
 Thread safety: one Client may be used from several threads (each thread gets its own connection).
 """
@@ -147,23 +147,20 @@ class Client:
         return read_meta(path)
 
     def server_meta(self) -> Dict[str, Any]:
-        """Model type, pre-processing, thresholds from the server: `<model>_meta` (edgead serve), else the
-        model's config parameters (an `edgead export --format triton` repository)."""
-        tc, conn = self._mod(), self._conn()
+        """Model type, pre-processing, thresholds from the server: the model's ``edgead_meta`` config parameter
+        (`edgead serve`), else the ensemble's ``edgead_*`` parameters (an `edgead export --format triton`
+        repository)."""
+        conn = self._conn()
         from tritonclient.utils import InferenceServerException
 
         try:
-            if conn.is_model_ready(f"{self.model}_meta"):
-                inp = tc.InferInput("request", [1], "BYTES")
-                inp.set_data_from_numpy(np.array([b"meta"], dtype=object))
-                res = self._call(conn.infer, f"{self.model}_meta", [inp], timeout=None) if self.protocol == "http" \
-                    else self._call(conn.infer, f"{self.model}_meta", [inp])
-                return json.loads(res.as_numpy("json")[0])
             cfg = conn.get_model_config(self.model) if self.protocol == "http" else \
                 conn.get_model_config(self.model, as_json=True)["config"]
         except InferenceServerException as e:
             raise ServerError(f"{self.url}: cannot read model '{self.model}' metadata: {e}") from None
         params = {k: v.get("string_value") for k, v in (cfg.get("parameters") or {}).items()}
+        if params.get("edgead_meta"):
+            return json.loads(params["edgead_meta"])
         if "edgead_preprocessing" not in params:
             raise ServerError(f"{self.url} model '{self.model}' carries no edgead metadata; pass artifact=")
         return {"model_type": params.get("edgead_model_type"), "preprocessing": json.loads(params["edgead_preprocessing"]),
@@ -181,8 +178,8 @@ class Client:
                  np.dtype(np.uint8): "UINT8", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64"}.get(x.dtype)
         if dtype is None:
             raise TypeError(f"infer_preprocessed: argument 'x' has dtype {x.dtype}, which cannot be sent")
-        # The server refuses NaN/inf too, but only its infer function can see them, after dynamic batching:
-        # PyTriton then fails every request of that batch (no per-request errors). Refuse them here instead.
+        # The server refuses NaN/inf too (its own error response, after dynamic batching); refusing them here
+        # saves the round trip and names the argument.
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise ValueError("infer_preprocessed: argument 'x' contains NaN or inf (the server would refuse it)")
         inp = tc.InferInput("image", list(x.shape), dtype)
