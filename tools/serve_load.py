@@ -6,8 +6,9 @@
     python tools/serve_load.py --tiny ...        # a tiny PatchCore artifact built here (needs torch)
 
 For dynamic batching on and off (one tritonserver each, 127.0.0.1 only) and each client count N, N threads send
-`--requests` batch-1 requests in total (pre-processed images from a pool; a `--malformed` fraction has a wrong
-shape and must be refused). Every good response is checked against the in-process Detector's result for the same
+`--requests` batch-1 requests in total (pre-processed images from a pool; a `--malformed` fraction is malformed and
+must be refused: in turn a wrong shape and a wrong dtype, refused by tritonserver before batching, and a NaN image sent
+with tritonclient directly, past edgead.client's own check, which only the model refuses, inside a dynamic batch). Every good response is checked against the in-process Detector's result for the same
 image (score and map within 1e-5): the report counts errors (good requests that failed), wrong results and
 malformed requests that were not refused. Baseline in the same run: Detector.infer_preprocessed in-process with
 the same batch-1 inputs, 1 and N threads. Reports throughput (requests/s) and p50/p99 latency (ms).
@@ -114,7 +115,8 @@ def main(argv=None) -> int:
     imgs = rng.integers(0, 256, (a.pool, h, w, 3), dtype=np.uint8)
     x = det.preprocessing.batch(list(imgs))
     ref_s, ref_m = det.infer_preprocessed(x)
-    bad = np.zeros((1, c, h, w + 1), np.float32)
+    bads = [("shape", np.zeros((1, c, h, w + 1), np.float32)), ("nan", np.full((1, c, h, w), np.nan, np.float32)),
+            ("dtype", x[:1].astype(np.float64))]
     n_bad_every = int(round(1 / a.malformed)) if a.malformed > 0 else 0
 
     report = {"artifact": art, "protocol": a.protocol, "requests": a.requests, "malformed": a.malformed,
@@ -143,8 +145,26 @@ def main(argv=None) -> int:
             client = Client(srv.urls[a.protocol], timeout_s=60)
             client.infer_preprocessed(x[:1])  # warm-up
 
+            def send_raw(arr):  # tritonclient without edgead.client's checks (which refuse NaN before sending)
+                from tritonclient.utils import InferenceServerException
+
+                tc, conn = client._mod(), client._conn()
+                inp = tc.InferInput("image", list(arr.shape), "FP32")
+                if a.protocol == "http":
+                    inp.set_data_from_numpy(arr, binary_data=True)
+                else:
+                    inp.set_data_from_numpy(arr)
+                try:
+                    conn.infer(srv.name, [inp])
+                except InferenceServerException:
+                    return "refused"
+                return "unrefused"
+
             def remote(i):
                 if n_bad_every and i % n_bad_every == n_bad_every - 1:
+                    kind, bad = bads[(i // n_bad_every) % len(bads)]
+                    if kind == "nan":
+                        return send_raw(bad)
                     try:
                         client.infer_preprocessed(bad)
                     except ServerError:

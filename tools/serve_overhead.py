@@ -5,11 +5,12 @@
 
 Rows (same process, same pre-processed 1-image batch, every served answer checked against the Detector, 1e-5):
   in-process     Detector.infer_preprocessed
-  edgead serve   edgead.serve.Server (PyTriton) + edgead.client.Client, HTTP
-  pytriton noop  a PyTriton model returning zeros of the same shapes (PyTriton's own transport cost)
+  edgead serve   edgead.serve.Server (bundled tritonserver + generated Python-backend model) + edgead.client, HTTP
+  pytriton noop  a PyTriton model returning zeros of the same shapes (PyTriton's bind/proxy transport cost, the
+                 path `edgead serve` used before 2026-11-26 06:15 UTC)
   plain noop     PyTriton's bundled tritonserver + Python backend, a model.py returning zeros (no PyTriton proxy)
   plain detector the same tritonserver + Python backend, model.py running this Detector in the backend stub
-The "plain" rows show what a Python-backend model repository without PyTriton's proxy process would cost.
+The "plain" rows are this probe's own minimal Python-backend repository: `edgead serve` should cost the same.
 """
 from __future__ import annotations
 
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
         with Client(srv.urls["http"]) as cl:
             s, m = cl.infer_preprocessed(x)
             assert abs(s[0] - ref[0][0]) <= TOL and np.abs(m[0] - ref[1][0]).max() <= TOL
-            rows["edgead serve (PyTriton)"] = _p50(lambda: cl.infer_preprocessed(x), a.requests)
+            rows["edgead serve"] = _p50(lambda: cl.infer_preprocessed(x), a.requests)
 
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
@@ -215,7 +216,7 @@ def main(argv=None) -> int:
     print(f"p50 ms over {a.requests} sequential batch-1 requests (HTTP), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"load average {os.getloadavg()[0]:.2f}")
     for k, v in rows.items():
-        extra = f"  (overhead {v - base:+.3f} ms over in-process)" if k in ("edgead serve (PyTriton)",
+        extra = f"  (overhead {v - base:+.3f} ms over in-process)" if k in ("edgead serve",
                                                                             "plain tritonserver detector") else ""
         print(f"  {k:30s} {v:8.3f}{extra}")
     if a.out:
