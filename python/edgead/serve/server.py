@@ -52,6 +52,7 @@ import numpy as np
 __all__ = ["Server", "ServeError", "serve", "serve_available", "tritonserver_paths"]
 
 LOG = logging.getLogger("edgead.serve")
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
 _MODEL_PY = """# written by edgead.serve: the model is edgead.serve.triton_model (Detector.infer_preprocessed)
 from edgead.serve.triton_model import TritonPythonModel  # noqa: F401
 """
@@ -268,10 +269,10 @@ class Server:
         answers on the same port)."""
         base = f"{self.urls['http']}/v2/models/{self.name}"
         try:
-            with urllib.request.urlopen(f"{base}/ready", timeout=2) as r:
+            with _LOCAL.open(f"{base}/ready", timeout=2) as r:
                 if r.status != 200:
                     return False
-            with urllib.request.urlopen(f"{base}/config", timeout=2) as r:
+            with _LOCAL.open(f"{base}/config", timeout=2) as r:
                 cfg = json.loads(r.read())
             return cfg["parameters"]["edgead_server"]["string_value"] == self._token
         except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
@@ -324,24 +325,27 @@ class Server:
             raise
         _LIVE.add(self)
         deadline = time.monotonic() + self.startup_timeout_s
-        while True:
-            if self._ready() and self._metrics_up() and self._proc.poll() is None:
-                break
-            rc = self._proc.poll()
-            if rc is not None or time.monotonic() > deadline:
-                what = (f"exited with status {rc}" if rc is not None
-                        else f"was not ready within {self.startup_timeout_s:g} s")
-                log = self._log_tail()
-                self.stop()
-                raise ServeError(f"edgead serve: tritonserver {what} (ports http {self.http_port}, grpc "
-                                 f"{self.grpc_port}, metrics {self.metrics_port} on {self.host})"
-                                 + (f"; end of its log:{log}" if log else ""))
-            time.sleep(0.1)
+        try:
+            while True:
+                if self._ready() and self._metrics_up() and self._proc.poll() is None:
+                    break
+                rc = self._proc.poll()
+                if rc is not None or time.monotonic() > deadline:
+                    what = (f"exited with status {rc}" if rc is not None
+                            else f"was not ready within {self.startup_timeout_s:g} s")
+                    log = self._log_tail()
+                    raise ServeError(f"edgead serve: tritonserver {what} (ports http {self.http_port}, grpc "
+                                     f"{self.grpc_port}, metrics {self.metrics_port} on {self.host})"
+                                     + (f"; end of its log:{log}" if log else ""))
+                time.sleep(0.1)
+        except BaseException:  # not ready, or interrupted while waiting: nothing may be left running
+            self.stop()
+            raise
         return self
 
     def _metrics_up(self) -> bool:
         try:
-            with urllib.request.urlopen(self.urls["metrics"], timeout=2) as r:
+            with _LOCAL.open(self.urls["metrics"], timeout=2) as r:
                 return r.status == 200
         except (urllib.error.URLError, OSError, ValueError):
             return False
@@ -354,7 +358,7 @@ class Server:
     def batch_sizes(self) -> Dict[int, int]:
         """Executed batch size -> count so far, from tritonserver's statistics (``/v2/models/<name>/stats``):
         shows what dynamic batching combined."""
-        with urllib.request.urlopen(f"{self.urls['http']}/v2/models/{self.name}/stats", timeout=10) as r:
+        with _LOCAL.open(f"{self.urls['http']}/v2/models/{self.name}/stats", timeout=10) as r:
             st = json.loads(r.read())
         out: Dict[int, int] = {}
         for m in st.get("model_stats", []):
