@@ -181,6 +181,11 @@ def main(argv=None) -> int:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
+    # PyTriton's stub embeds libpython: this interpreter's first (else a system libpython of another patch level)
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, os.environ.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
+
     def zeros(requests):
         return [{"score": np.zeros((r["image"].shape[0], 1), np.float32),
                  "anomaly_map": np.zeros((r["image"].shape[0], h, w), np.float32)} for r in requests]
