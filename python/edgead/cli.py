@@ -395,10 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     quiet(pr)
     pr.set_defaults(func=cmd_predict)
 
-    def triton_batching(sp):
+    def triton_batching(sp, queue_delay_us):
         sp.add_argument("--model-name", default="edgead", help="Triton model name clients call")
         sp.add_argument("--max-batch-size", type=_POSITIVE, default=32, help="Triton max batch size")
-        sp.add_argument("--max-queue-delay-us", type=_NON_NEGATIVE, default=500,
+        sp.add_argument("--max-queue-delay-us", type=_NON_NEGATIVE, default=queue_delay_us,
                         help="dynamic batching: how long a request may wait for others (microseconds)")
         sp.add_argument("--instances", type=_POSITIVE, default=1, help="model instances (Triton instance group count)")
 
@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--calibration", default=None,
                     help="folder of normal images for INT8 calibration (required with --precision int8)")
     ex.add_argument("--out", default=None, help="output path (None: inside the artifact; required for triton)")
-    triton_batching(ex)
+    triton_batching(ex, 500)  # a GPU server's repository: wait a little to fill batches
     ex.add_argument("--instance-kind", choices=["gpu", "cpu"], default="gpu",
                     help="triton: where the network's instances run (KIND_GPU / KIND_CPU)")
     ex.set_defaults(func=cmd_export)
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--http-port", type=_POSITIVE, default=8000, help="HTTP port")
     sv.add_argument("--grpc-port", type=_POSITIVE, default=8001, help="gRPC port")
     sv.add_argument("--metrics-port", type=_POSITIVE, default=8002, help="Prometheus metrics port")
-    triton_batching(sv)
+    triton_batching(sv, 0)  # requests that queue while the model is busy still batch (docs/serving.md)
     sv.add_argument("--no-dynamic-batching", action="store_true", help="serve each request as sent")
     sv.add_argument("--log-verbose", type=_NON_NEGATIVE, default=0, help="tritonserver log verbosity")
     sv.add_argument("--startup-timeout", type=float, default=120.0,

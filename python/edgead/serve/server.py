@@ -161,7 +161,7 @@ class Server:
 
     def __init__(self, detector, name: str = "edgead", host: str = "127.0.0.1", http_port: Optional[int] = 8000,
                  grpc_port: Optional[int] = 8001, metrics_port: Optional[int] = 8002, max_batch_size: int = 32,
-                 max_queue_delay_us: int = 500, dynamic_batching: bool = True, instances: int = 1,
+                 max_queue_delay_us: int = 0, dynamic_batching: bool = True, instances: int = 1,
                  log_verbose: int = 0, startup_timeout_s: float = 120.0, log_file: Optional[str] = None):
         if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
             raise ValueError(f"Server: argument 'name' expected letters, digits, '_' or '-', got {name!r}")
