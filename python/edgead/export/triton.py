@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["export_triton", "to_pbtxt", "model_configs", "TRITON_DTYPES", "ENSEMBLE_INPUT", "ENSEMBLE_OUTPUTS"]
+__all__ = ["export_triton", "to_pbtxt", "PbEnum", "tensor_config", "model_configs", "TRITON_DTYPES", "ENSEMBLE_INPUT", "ENSEMBLE_OUTPUTS"]
 
 ENSEMBLE_INPUT = "image"
 ENSEMBLE_OUTPUTS = ("score", "anomaly_map")
@@ -44,12 +44,12 @@ TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYP
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 
 
-class _Enum(str):
+class PbEnum(str):
     """A protobuf enum value: written without quotes."""
 
 
 def _scalar(v: Any) -> str:
-    if isinstance(v, _Enum):
+    if isinstance(v, PbEnum):
         return str(v)
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -63,7 +63,7 @@ def _scalar(v: Any) -> str:
 
 
 def to_pbtxt(msg: Mapping[str, Any], indent: int = 0) -> str:
-    """A dict as protobuf text format: dict -> message, list -> repeated field, _Enum -> enum, str -> string.
+    """A dict as protobuf text format: dict -> message, list -> repeated field, PbEnum -> enum, str -> string.
     A map field (``parameters``) is given as a list of {"key": .., "value": {..}} dicts."""
     pad = "  " * indent
     lines: List[str] = []
@@ -82,10 +82,11 @@ def to_pbtxt(msg: Mapping[str, Any], indent: int = 0) -> str:
     return "\n".join(l for l in lines if l) + "\n"
 
 
-def _tensor(name: str, dtype: str, dims: Sequence[int]) -> Dict[str, Any]:
+def tensor_config(name: str, dtype: str, dims: Sequence[int]) -> Dict[str, Any]:
+    """One input/output entry of a config.pbtxt (name, Triton data type, dims without the batch)."""
     if dtype not in TRITON_DTYPES:
         raise ValueError(f"export_triton: tensor '{name}' has dtype {dtype}, which has no Triton type here")
-    return {"name": name, "data_type": _Enum(TRITON_DTYPES[dtype]), "dims": [int(d) for d in dims]}
+    return {"name": name, "data_type": PbEnum(TRITON_DTYPES[dtype]), "dims": [int(d) for d in dims]}
 
 
 def _network_signature(onnx_path: str) -> Tuple[Tuple[str, str, List[int]], List[Tuple[str, str, List[int]]]]:
@@ -119,26 +120,26 @@ def model_configs(name: str, net_in, net_outs, map_size: Sequence[int], meta: Ma
     h, w = (int(v) for v in map_size)
     net_cfg = {
         "name": net, "platform": "onnxruntime_onnx", "max_batch_size": int(max_batch_size),
-        "input": [_tensor(in_name, in_dtype, in_dims)],
-        "output": [_tensor(n, d, s) for n, d, s in net_outs],
+        "input": [tensor_config(in_name, in_dtype, in_dims)],
+        "output": [tensor_config(n, d, s) for n, d, s in net_outs],
         "dynamic_batching": batching,
-        "instance_group": [{"count": int(instances), "kind": _Enum(INSTANCE_KINDS[instance_kind])}],
+        "instance_group": [{"count": int(instances), "kind": PbEnum(INSTANCE_KINDS[instance_kind])}],
         "default_model_filename": "model.onnx",
     }
     trt_cfg = dict(net_cfg, platform="tensorrt_plan", default_model_filename="model.plan",
-                   instance_group=[{"count": int(instances), "kind": _Enum("KIND_GPU")}])
+                   instance_group=[{"count": int(instances), "kind": PbEnum("KIND_GPU")}])
     post_cfg = {
         "name": post, "backend": "python", "max_batch_size": int(max_batch_size),
-        "input": [_tensor(n, d, s) for n, d, s in net_outs],
-        "output": [_tensor("score", "float32", [1]), _tensor("anomaly_map", "float32", [h, w])],
+        "input": [tensor_config(n, d, s) for n, d, s in net_outs],
+        "output": [tensor_config("score", "float32", [1]), tensor_config("anomaly_map", "float32", [h, w])],
         "dynamic_batching": batching,
-        "instance_group": [{"count": int(post_instances), "kind": _Enum("KIND_CPU")}],
+        "instance_group": [{"count": int(post_instances), "kind": PbEnum("KIND_CPU")}],
         "parameters": [{"key": "model_type", "value": {"string_value": str(meta["model_type"])}}],
     }
     ens_cfg = {
         "name": name, "platform": "ensemble", "max_batch_size": int(max_batch_size),
-        "input": [_tensor(ENSEMBLE_INPUT, in_dtype, in_dims)],
-        "output": [_tensor("score", "float32", [1]), _tensor("anomaly_map", "float32", [h, w])],
+        "input": [tensor_config(ENSEMBLE_INPUT, in_dtype, in_dims)],
+        "output": [tensor_config("score", "float32", [1]), tensor_config("anomaly_map", "float32", [h, w])],
         "ensemble_scheduling": {"step": [
             {"model_name": net, "model_version": -1,
              "input_map": [{"key": in_name, "value": ENSEMBLE_INPUT}],

@@ -209,17 +209,17 @@ class Server:
 
     def model_config(self) -> Dict[str, Any]:
         """The model's config.pbtxt as a dict (edgead.export.triton.to_pbtxt writes it)."""
-        from edgead.export.triton import _Enum, _tensor
+        from edgead.export.triton import PbEnum, tensor_config
 
         c, h, w = self.input_shape
         cfg: Dict[str, Any] = {
             "name": self.name, "backend": "python", "max_batch_size": self.max_batch_size,
-            "input": [_tensor("image", "float32", [c, h, w])],
-            "output": [_tensor("score", "float32", [1]), _tensor("anomaly_map", "float32", [h, w])],
+            "input": [tensor_config("image", "float32", [c, h, w])],
+            "output": [tensor_config("score", "float32", [1]), tensor_config("anomaly_map", "float32", [h, w])],
         }
         if self.dynamic_batching:
             cfg["dynamic_batching"] = {"max_queue_delay_microseconds": self.max_queue_delay_us}
-        cfg["instance_group"] = [{"count": self.instances, "kind": _Enum("KIND_CPU")}]
+        cfg["instance_group"] = [{"count": self.instances, "kind": PbEnum("KIND_CPU")}]
         cfg["parameters"] = [
             {"key": "edgead_load", "value": {"string_value": json.dumps(self.load_spec, sort_keys=True)}},
             {"key": "edgead_meta", "value": {"string_value": json.dumps(self._meta, sort_keys=True)}},
