@@ -25,6 +25,7 @@ from edgead.artifact import save_artifact  # noqa: E402
 from edgead.models.base import AnomalyModel  # noqa: E402
 from edgead.runtime import BatchResult, Detector, ExportMissingError, Result, postprocess, resolve_threshold  # noqa: E402
 from edgead.runtime import backends as rb  # noqa: E402
+from tiny_patchcore import build_tiny_model, textures  # noqa: E402  (tests/ is on sys.path)
 
 PRE = {"size": [32, 32], "channels": 3, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "linear"}
 THRESHOLDS = {"image": 0.5, "pixel": 0.4,
@@ -429,44 +430,6 @@ def test_onnxruntime_cuda(tiny):  # pragma: no cover - GPU only
 # ----------------------------------------------------------------------------------------------
 # real models: every backend here against the PyTorch model's predict (skips models not landed)
 # ----------------------------------------------------------------------------------------------
-def _textures(n, seed, size=64):
-    rng = np.random.default_rng(seed)
-    tile = np.random.default_rng(123).integers(0, 256, (16, 16, 3)).astype(np.float32)
-    out = []
-    for _ in range(n):
-        dy, dx = rng.integers(0, 16, size=2)
-        img = np.tile(np.roll(tile, (dy, dx), (0, 1)), (size // 16, size // 16, 1))
-        img = img + 8 * rng.standard_normal(img.shape)
-        out.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(out)
-
-
-def _build_real(model_type):
-    """A tiny real model on 64x64 images (random init; PatchCore is fitted: it needs a memory bank)."""
-    import warnings
-
-    from edgead.models import get_model_class
-
-    cls = get_model_class(model_type)
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if model_type == "patchcore":
-            model = cls(dict(backbone="resnet18", allow_random=True, layers=["layer1", "layer2"], image_size=[64, 64],
-                             coreset_ratio=0.25, num_neighbors=3, embedding_dim=48, batch_size=8,
-                             mean=[0.5] * 3, std=[0.25] * 3))
-            pre = model.preprocessing()
-            stats = model.fit(torch.from_numpy(pre.batch(list(_textures(6, 1)))), progress=False) or {}
-        elif model_type == "fader":
-            model = cls({"image_size": [64, 64], "widths": [4, 8, 8, 16, 16], "mosaic_scale": 8, "mlp_hidden": 16,
-                         "seed": 0})
-            stats = {}
-        else:  # efficientad, puad: small PDN, few channels
-            model = cls({"image_size": [64, 64], "out_channels": 8, "size": "S"})
-            stats = {}
-    return model.eval(), stats
-
-
 REAL_TYPES = ["patchcore", "efficientad", "puad", "fader"]
 
 
@@ -474,7 +437,7 @@ REAL_TYPES = ["patchcore", "efficientad", "puad", "fader"]
 def real(request, tmp_path_factory):
     from edgead.runtime import postprocess as pp
 
-    model, stats = _build_real(request.param)
+    model, stats = build_tiny_model(request.param)
     pp.get_postprocessor(request.param)  # every real model type has its post-processing registered
     path = str(tmp_path_factory.mktemp("real") / request.param)
     save_artifact(path, model.model_type, model.artifact_config(), model.preprocessing().to_dict(),
@@ -516,7 +479,7 @@ def test_real_model_backend_parity(real, backend):
     from edgead.runtime import postprocess as pp
 
     pp.unregister("fader")  # the real FADeR post-processing, not the stand-in's
-    imgs = _textures(2, 7)
+    imgs = textures(2, 7)
     pre = model.preprocessing()
     x = pre.batch(list(imgs))
     if backend == "torch" and model.model_type != "patchcore":

@@ -1,4 +1,4 @@
-"""Tiny real artifacts for the Triton tests (test_triton_export, test_serve) and tools/serve_load.py.
+"""Tiny real models and artifacts for the tests (test_runtime, test_triton_export, test_serve) and tools/serve_load.py.
 
 Importable without torch (``textures`` is NumPy only; ``make_tiny_artifact`` imports torch when called), so the
 real-server tests can run in the separate numpy<2 environment of `.ci/serve` on an artifact built beforehand by
@@ -27,15 +27,13 @@ def textures(n, seed, size=64):
     return np.stack(out)
 
 
-def make_tiny_artifact(path, model_type="patchcore"):
-    """Save + ONNX-export a tiny real model (random-init network, 64x64 images); returns the artifact path.
-    Needs torch and onnx (the `train` and `onnx` extras)."""
+def build_tiny_model(model_type="patchcore"):
+    """A tiny real model on 64x64 images (random init; PatchCore is fitted: it needs a memory bank).
+    Returns (model in eval mode, fit statistics). Needs torch (the `train` extra)."""
     import warnings
 
     import torch
 
-    from edgead.artifact import save_artifact
-    from edgead.export.onnx import export_onnx
     from edgead.models import get_model_class
 
     cls = get_model_class(model_type)
@@ -52,10 +50,19 @@ def make_tiny_artifact(path, model_type="patchcore"):
             model = cls({"image_size": [64, 64], "widths": [4, 8, 8, 16, 16], "mosaic_scale": 8, "mlp_hidden": 16,
                          "seed": 0})
             stats = {}
-        else:
+        else:  # efficientad, puad: small PDN, few channels
             model = cls({"image_size": [64, 64], "out_channels": 8, "size": "S"})
             stats = {}
-    model = model.eval()
+    return model.eval(), stats
+
+
+def make_tiny_artifact(path, model_type="patchcore"):
+    """Save + ONNX-export a tiny real model (build_tiny_model); returns the artifact path.
+    Needs torch and onnx (the `train` and `onnx` extras)."""
+    from edgead.artifact import save_artifact
+    from edgead.export.onnx import export_onnx
+
+    model, stats = build_tiny_model(model_type)
     save_artifact(path, model.model_type, model.artifact_config(), model.preprocessing().to_dict(),
                   model.artifact_tensors(), thresholds=THRESHOLDS, statistics=stats)
     export_onnx(path)
