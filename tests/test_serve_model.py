@@ -6,7 +6,6 @@ tritonserver, NumPy 2); tests/test_serve.py runs the same model inside the real 
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -17,7 +16,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from test_triton_export import FakePbUtils, one, parse_pbtxt  # noqa: E402  (tests/ is on sys.path)
+from test_triton_export import load_python_model, one, parse_pbtxt  # noqa: E402  (tests/ is on sys.path)
 from tiny_patchcore import make_tiny_artifact, textures  # noqa: E402
 
 from edgead.runtime import Detector  # noqa: E402
@@ -31,21 +30,8 @@ def tiny(tmp_path_factory):
 
 
 def _load_model(repo, name, monkeypatch):
-    pb = FakePbUtils()
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    spec = importlib.util.spec_from_file_location("edgead_serve_model_under_test", os.path.join(repo, name, "1", "model.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    cfg = parse_pbtxt(open(os.path.join(repo, name, "config.pbtxt")).read())
-    # the JSON tritonserver hands to initialize(): scalars unwrapped, parameters as a map
-    tio = lambda ts: [{"name": one(t, "name"), "data_type": one(t, "data_type"), "dims": t["dims"]} for t in ts]  # noqa: E731
-    js = {"name": one(cfg, "name"), "backend": one(cfg, "backend"), "max_batch_size": one(cfg, "max_batch_size"),
-          "input": tio(cfg["input"]), "output": tio(cfg["output"]),
-          "parameters": {one(p, "key"): {"string_value": one(one(p, "value"), "string_value")} for p in cfg["parameters"]}}
-    model = mod.TritonPythonModel()
-    model.initialize({"model_config": json.dumps(js), "model_repository": os.path.join(repo, name),
-                      "model_version": "1", "model_name": name})
-    return model, pb, cfg
+    model, pb = load_python_model(repo, name, monkeypatch)
+    return model, pb, parse_pbtxt(open(os.path.join(repo, name, "config.pbtxt")).read())
 
 
 def test_repository_config(tiny, tmp_path):

@@ -149,16 +149,19 @@ class FakePbUtils(types.ModuleType):
 
 
 def load_python_model(repo, post, monkeypatch):
+    """Model `post` of repository `repo` (its model.py and config.pbtxt), initialised against FakePbUtils."""
     pb = FakePbUtils()
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
     spec = importlib.util.spec_from_file_location("edgead_triton_model_under_test", os.path.join(repo, post, "1", "model.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     cfg = parse_pbtxt(open(os.path.join(repo, post, "config.pbtxt")).read())
-    # the JSON tritonserver hands to initialize() (scalars unwrapped)
+    # the JSON tritonserver hands to initialize(): scalars unwrapped, parameters as a map
     tio = lambda ts: [{"name": one(t, "name"), "data_type": one(t, "data_type"), "dims": t["dims"]} for t in ts]  # noqa: E731
     cfg = {"name": one(cfg, "name"), "backend": "python", "max_batch_size": one(cfg, "max_batch_size"),
-           "input": tio(cfg["input"]), "output": tio(cfg["output"])}
+           "input": tio(cfg["input"]), "output": tio(cfg["output"]),
+           "parameters": {one(p, "key"): {"string_value": one(one(p, "value"), "string_value")}
+                          for p in cfg.get("parameters", [])}}
     model = mod.TritonPythonModel()
     model.initialize({"model_config": json.dumps(cfg), "model_repository": os.path.join(repo, post),
                       "model_version": "1", "model_name": post})
