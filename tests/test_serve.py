@@ -22,7 +22,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from edgead.serve import serve_available
+from edgead.serve import free_ports, serve_available
 
 REQUIRE = os.environ.get("EDGEAD_REQUIRE_SERVE", "") == "1"  # CI's serve step: skipping is a failure
 ARTIFACT = os.environ.get("EDGEAD_SERVE_ARTIFACT") or None  # prebuilt tiny artifact (no torch needed here)
@@ -52,18 +52,6 @@ from tiny_patchcore import make_tiny_artifact, textures  # noqa: E402  (tests/ i
 TOL = 1e-5
 
 
-def _free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _port_open(port):
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -77,7 +65,7 @@ def served(tmp_path_factory):
 
     art = ARTIFACT or make_tiny_artifact(str(tmp_path_factory.mktemp("serve") / "patchcore"), "patchcore")
     det = Detector.load(art, backend="onnxruntime", device="cpu")
-    http_port, grpc_port, metrics_port = _free_ports(3)
+    http_port, grpc_port, metrics_port = free_ports(3)
     srv = Server(det, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, max_batch_size=8,
                  max_queue_delay_us=5000, instances=1)
     srv.start()

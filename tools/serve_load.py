@@ -20,7 +20,6 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -29,16 +28,6 @@ import time
 import numpy as np
 
 TOL = 1e-5
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _stats(lat, wall, n):
@@ -97,7 +86,7 @@ def main(argv=None) -> int:
 
     from edgead.client import Client, ServerError
     from edgead.runtime import Detector
-    from edgead.serve import Server, serve_available
+    from edgead.serve import Server, free_ports, serve_available
 
     why = serve_available()
     if why:
@@ -137,7 +126,7 @@ def main(argv=None) -> int:
         print(json.dumps(r), flush=True)
 
     for dyn in (True, False):
-        hp, gp, mp = _free_ports(3)
+        hp, gp, mp = free_ports(3)
         srv = Server(det, http_port=hp, grpc_port=gp, metrics_port=mp, max_batch_size=a.max_batch_size,
                      max_queue_delay_us=a.max_queue_delay_us, dynamic_batching=dyn)
         srv.start()

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -26,6 +25,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from edgead.serve import free_ports
 
 TOL = 1e-5
 MODEL_PY = '''
@@ -57,16 +58,6 @@ class TritonPythonModel:
             i += n
         return out
 '''
-
-
-def _ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _p50(fn, n):
@@ -128,7 +119,7 @@ def _plain_server(tmp, artifact, c, h, w):
     import edgead
 
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(edgead.__file__)), env.get("PYTHONPATH", "")])
-    hp, gp, mp = _ports(3)
+    hp, gp, mp = free_ports(3)
     log = open(os.path.join(tmp, "tritonserver.log"), "w")
     proc = subprocess.Popen([os.path.join(root, "bin", "tritonserver"), f"--model-repository={repo}",
                              f"--backend-directory={be}", "--http-address=127.0.0.1", f"--http-port={hp}",
@@ -171,7 +162,7 @@ def main(argv=None) -> int:
     ref = det.infer_preprocessed(x)
     rows = {"in-process": _p50(lambda: det.infer_preprocessed(x), a.requests)}
 
-    hp, gp, mp = _ports(3)
+    hp, gp, mp = free_ports(3)
     with Server(det, http_port=hp, grpc_port=gp, metrics_port=mp, max_batch_size=16, max_queue_delay_us=0) as srv:
         with Client(srv.urls["http"]) as cl:
             s, m = cl.infer_preprocessed(x)
@@ -190,7 +181,7 @@ def main(argv=None) -> int:
         return [{"score": np.zeros((r["image"].shape[0], 1), np.float32),
                  "anomaly_map": np.zeros((r["image"].shape[0], h, w), np.float32)} for r in requests]
 
-    hp, gp, mp = _ports(3)
+    hp, gp, mp = free_ports(3)
     cfg = TritonConfig(http_address="127.0.0.1", http_port=hp, grpc_address="127.0.0.1", grpc_port=gp,
                        metrics_address="127.0.0.1", metrics_port=mp)
     with Triton(config=cfg) as t:

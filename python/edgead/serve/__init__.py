@@ -8,6 +8,6 @@ binary bundled in nvidia-pytriton, started directly on a generated Python-backen
 Needs the optional extra ``pip install "edgead[serve]"`` (nvidia-pytriton, which ships tritonserver and the
 Python backend, and tritonclient). See docs/serving.md.
 """
-from edgead.serve.server import ServeError, Server, serve, serve_available, tritonserver_paths
+from edgead.serve.server import ServeError, Server, free_ports, serve, serve_available, tritonserver_paths
 
-__all__ = ["Server", "ServeError", "serve", "serve_available", "tritonserver_paths"]
+__all__ = ["Server", "ServeError", "free_ports", "serve", "serve_available", "tritonserver_paths"]

@@ -49,7 +49,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-__all__ = ["Server", "ServeError", "serve", "serve_available", "tritonserver_paths"]
+__all__ = ["Server", "ServeError", "free_ports", "serve", "serve_available", "tritonserver_paths"]
 
 LOG = logging.getLogger("edgead.serve")
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
@@ -109,12 +109,18 @@ def tritonserver_paths() -> Dict[str, str]:
     return paths
 
 
-def _free_port(host: str) -> int:
+def free_ports(n: int, host: str = "127.0.0.1") -> list:
+    """n distinct free TCP ports on `host` (all n sockets are held while they are picked, so no port repeats)."""
     import socket
 
-    with socket.socket() as s:
-        s.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -295,9 +301,9 @@ class Server:
         if why is not None:
             raise ServeError(f"edgead serve: {why}")
         paths = tritonserver_paths()
-        for attr in ("http_port", "grpc_port", "metrics_port"):
-            if getattr(self, attr) is None:
-                setattr(self, attr, _free_port(self.host))
+        missing = [attr for attr in ("http_port", "grpc_port", "metrics_port") if getattr(self, attr) is None]
+        for attr, port in zip(missing, free_ports(len(missing), self.host)):
+            setattr(self, attr, port)
         for attr in ("http_port", "grpc_port", "metrics_port"):  # before tritonserver, for a clear message
             if _port_in_use(self.host, getattr(self, attr)):
                 raise ServeError(f"edgead serve: {attr.split('_')[0]} port {getattr(self, attr)} on {self.host} is "
