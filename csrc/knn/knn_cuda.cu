@@ -422,14 +422,8 @@ __global__ void KNN_TILE_BOUNDS knn_fold_gemm_kernel(const float* __restrict__ G
   }
   report_nonfinite(flag, bad_q, bad_b);
   __syncthreads();
-  for (int e = tid; e < BQ * k; e += THREADS) {
-    const long long qrow = q0 + e / k;
-    if (qrow < q_end) {
-      const long long o = (split * Q + qrow) * k + e % k;
-      part_d[o] = topd[e];
-      part_i[o] = topi[e];
-    }
-  }
+  // Rows past q_end lie past Q: only the last query chunk ends short of a whole 64-row block.
+  store_partial(topd, topi, q0, Q, k, split, tid, part_d, part_i);
 }
 
 // Lane `lane`'s best head among its splits (s = lane, lane + 32, ...): (distance, index, split);
