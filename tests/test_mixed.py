@@ -377,3 +377,170 @@ def test_threshold_at_recall_input_errors():
         metrics.fpr_at_recall([0.1, 0.2], [1, 1], 0.9)
     m = metrics.evaluate(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
     assert m["image_fpr_at_recall"] == 0.5 and m["image_recall_threshold"] == 0.35
+
+
+# ------------------------------------------------------------------------------------------------
+# the normality prior (normal_prior: knn)
+# ------------------------------------------------------------------------------------------------
+def _prior_cfg(w, **kw):
+    return _cfg(w, **{"normal_prior": "knn", "prior_bank_size": 40, "prior_candidates": 300, **kw})
+
+
+def _brute_nn(q, bank):
+    """Plain NumPy float64: distance of every row of q to its nearest bank row."""
+    q, bank = np.asarray(q, np.float64), np.asarray(bank, np.float64)
+    return np.sqrt(((q[:, None, :] - bank[None, :, :]) ** 2).sum(-1)).min(axis=1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_prior_distance_matches_brute_force(tiny_data, seed):
+    from edgead.models.mixed import MixedNet
+    from edgead.ops_reference import knn_reference
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = MixedNet("mobilenet_v2", ["layer2", "layer3"], 8, 1.0, normal_prior="knn").eval()
+    c = net.prior_embedder.feature_dim
+    x = torch.from_numpy(rng.normal(size=(2, 3, SIZE, SIZE)).astype(np.float32))
+    with torch.no_grad():
+        q = net.prior_embed(x).reshape(-1, c)
+    bank = rng.normal(size=(int(rng.integers(5, 60)), c)).astype(np.float32) * float(q.std())
+    bank[:3] = q[:3].numpy()  # exact hits: the clamp must give 0, not NaN
+    net.set_prior(torch.from_numpy(bank), 2.5)
+    with torch.no_grad():
+        d = net.prior_distance(q[None])[0].numpy()
+    ref = _brute_nn(q.numpy(), bank)
+    scale = max(1.0, float(ref.max()))
+    np.testing.assert_allclose(d, ref, atol=2e-3 * scale, rtol=1e-3)
+    assert np.all(np.isfinite(d)) and np.all(d[:3] < 2e-3 * scale)
+    np.testing.assert_allclose(d, knn_reference(q.numpy(), bank, k=1)[0][:, 0], atol=2e-3 * scale, rtol=1e-3)
+    # the map the heads see is that distance / scale on the first tap's grid
+    seen = {}
+    hook = net.seg[0].register_forward_hook(lambda m, i, o: seen.update(x=i[0]))  # returns None
+    with torch.no_grad():
+        net.logits(torch.from_numpy(rng.normal(size=(1, 3, SIZE, SIZE)).astype(np.float32)))
+    hook.remove()
+    assert seen["x"].shape[1] == 9  # head_channels 8 + the prior channel
+
+
+@pytest.fixture(scope="module")
+def trained_prior(tiny_data, tmp_path_factory):
+    from edgead import pipeline
+
+    cat, dd, w = tiny_data
+    out = str(tmp_path_factory.mktemp("mixed_prior") / "art")
+    return pipeline.train({"model": "mixed", "config": _prior_cfg(w, defects=dd, real_probability=0.5)}, cat, out,
+                          device="cpu", progress=False, overrides={"val_fraction": 0.2})
+
+
+def test_prior_bank_is_fitted_on_normal_patches(trained_prior, tiny_data):
+    """Bank rows are patches of the normal training images (no augmentation); the scale is the 0.99
+    quantile of the held-out normal images' brute-force NN distances."""
+    from edgead.artifact import load_artifact
+    from edgead.data.datasets import MVTecDataset
+    from edgead.models import load_model
+
+    cat, _, _ = tiny_data
+    art = load_artifact(trained_prior)
+    st = art.statistics["mixed"]
+    assert st["normal_prior"] == "knn" and st["prior"]["bank_rows"] == 40 and st["prior"]["scale_from"] == "validation"
+    model = load_model(trained_prior)
+    bank = art.tensors["net.prior_bank"]
+    assert bank.shape == (40, model.net.prior_embedder.feature_dim)
+    assert float(art.tensors["net.prior_scale"][0]) == pytest.approx(st["prior"]["scale"])
+    train, val = MVTecDataset(cat).split_validation(0.2, 0)  # what pipeline.train used
+
+    def emb(samples):
+        imgs = [model._uint8(s.path) for s in samples]
+        return model._prior_embeddings(imgs, "cpu").reshape(-1, bank.shape[1]).numpy()
+
+    assert np.all(_brute_nn(bank, emb(train)) < 1e-4)  # every bank row is a training patch
+    d_val = _brute_nn(emb(val), bank)
+    assert float(art.tensors["net.prior_scale"][0]) == pytest.approx(np.quantile(d_val, 0.99), rel=1e-3, abs=1e-4)
+
+
+def test_prior_artifact_roundtrip_and_onnx_parity(trained_prior):
+    pytest.importorskip("onnxruntime")
+    from edgead.data.transforms import Preprocessing
+    from edgead.export.onnx import export_onnx
+    from edgead.models import load_model
+    from edgead.runtime.detector import Detector
+
+    model = load_model(trained_prior)
+    assert model.net.normal_prior == "knn" and model.net.prior_bank.shape[0] == 40
+    assert not model.net.share_prior_backbone  # backbone fine-tuned (backbone_lr_scale 0.1): its own copy
+    export_onnx(trained_prior)
+    imgs = [_tex(np.random.default_rng(20 + i), SIZE, SIZE) for i in range(2)]
+    imgs.append(_defect(np.random.default_rng(30), SIZE, SIZE)[0])
+    pre = Preprocessing.from_dict(model.preprocessing().to_dict())
+    s, m = model.predict(torch.from_numpy(pre.batch(imgs)))
+    s2, m2 = load_model(trained_prior).predict(torch.from_numpy(pre.batch(imgs)))
+    assert torch.equal(s, s2) and torch.equal(m, m2)
+    res = Detector.load(trained_prior, backend="onnxruntime", device="cpu")(imgs)
+    np.testing.assert_allclose(res.scores, s.numpy(), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(res.anomaly_maps), m.numpy(), atol=1e-4)
+    import onnx
+
+    g = onnx.load(os.path.join(trained_prior, "model.onnx")).graph
+    assert [o.name for o in g.output][:2] == ["score", "map"] and [i.name for i in g.input] == ["image"]
+
+
+def test_prior_init_keeps_the_bank_and_checks_the_prior(trained_prior, trained, tiny_data):
+    from edgead.artifact import load_artifact
+    from edgead.data.datasets import Sample
+    from edgead.models.mixed import MixedSupervision
+
+    cat, _, w = tiny_data
+    train = [Sample(os.path.join(cat, "train", "good", f"{i:03d}.png"), 0, "good") for i in range(4)]
+    model = MixedSupervision(_prior_cfg(w, init=trained_prior, lr=0.0, lr_min=0.0, epochs=1, steps_per_epoch=1,
+                                        prior_bank_size=7))
+    st = model.fit(train, None, progress=False)["mixed"]
+    assert st["prior"] is None  # not refitted
+    ref = load_artifact(trained_prior).tensors
+    np.testing.assert_array_equal(model.net.prior_bank.numpy(), ref["net.prior_bank"])
+    assert float(model.net.prior_scale[0]) == float(ref["net.prior_scale"][0])
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point:
+            assert np.allclose(v.numpy(), ref[k], atol=1e-6), k
+    # a prior-less artifact cannot continue as a prior model, nor the reverse
+    with pytest.raises(ValueError, match="normal_prior"):
+        MixedSupervision(_prior_cfg(w, init=trained)).fit(train, None, progress=False)
+    with pytest.raises(ValueError, match="normal_prior"):
+        MixedSupervision(_cfg(w, init=trained_prior)).fit(train, None, progress=False)
+
+
+def test_frozen_backbone_shares_the_prior_maps(tiny_data):
+    """backbone_lr_scale 0: the backbone gets no gradient and does not move; it then equals the prior's
+    frozen copy, whose maps it serves (same output as computing them twice)."""
+    from edgead.data.datasets import Sample
+    from edgead.models.backbones import build_backbone
+    from edgead.models.mixed import MixedSupervision
+
+    cat, _, w = tiny_data
+    train = [Sample(os.path.join(cat, "train", "good", f"{i:03d}.png"), 0, "good") for i in range(6)]
+    model = MixedSupervision(_prior_cfg(w, backbone_lr_scale=0.0, epochs=1, steps_per_epoch=2))
+    before = {k: v.clone() for k, v in model.net.proj.state_dict().items()}
+    st = model.fit(train, None, progress=False)["mixed"]
+    assert st["backbone_frozen"] and model.net.share_prior_backbone
+    assert not any(p.requires_grad for p in model.net.backbone.parameters())
+    ref = build_backbone("mobilenet_v2", ["layer2", "layer3"], weights=w).state_dict()
+    for k, v in model.net.backbone.state_dict().items():
+        assert torch.equal(v, ref[k]), k
+    assert any(not torch.equal(v, model.net.proj.state_dict()[k]) for k, v in before.items())  # heads trained
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32))
+    s1, m1 = model.predict(x)
+    model.net.share_prior_backbone = False
+    s2, m2 = model.predict(x)
+    torch.testing.assert_close(s1, s2) and torch.testing.assert_close(m1, m2)
+
+
+def test_prior_config_validation(tiny_data):
+    from edgead.models.mixed import MixedSupervision
+
+    _, _, w = tiny_data
+    for bad, key in (({"normal_prior": "faiss"}, "normal_prior"), ({"prior_bank_size": 0}, "prior_bank_size"),
+                     ({"prior_candidates": 2.5}, "prior_candidates"), ({"prior_quantile": 0.0}, "prior_quantile"),
+                     ({"prior_quantile": 1.5}, "prior_quantile"), ({"backbone_lr_scale": -1}, "backbone_lr_scale"),
+                     ({"backbone_lr_scale": float("nan")}, "backbone_lr_scale")):
+        with pytest.raises(ValueError, match=key):
+            MixedSupervision(_cfg(w, **bad))

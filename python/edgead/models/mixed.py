@@ -69,6 +69,12 @@ DEFAULTS: Dict[str, Any] = {
     "layers": ["layer2", "layer3"],
     "head_channels": 64,
     "blur_sigma": 1.0,            # paper: Gaussian smoothing, kernel 3, sigma 1 (0 disables)
+    # normality prior (edgead's addition, not in the paper; docs/mixed.md): "none" = the paper's model;
+    # "knn" = distance of each location's frozen-backbone PatchCore feature to a bank of normal patches
+    "normal_prior": "none",
+    "prior_bank_size": 4096,      # bank rows (greedy coreset of the candidates)
+    "prior_candidates": 50000,    # seeded uniform sample of normal training patches the coreset runs on
+    "prior_quantile": 0.99,       # scale = this quantile of the held-out normal images' patch distances
     "image_size": [224, 224],
     "mean": "auto",               # auto: what the weights expect (edgead.models.backbones.default_normalization)
     "std": "auto",
@@ -88,7 +94,7 @@ DEFAULTS: Dict[str, Any] = {
     "steps_per_epoch": None,      # None: ceil(#normal training images / batch_size)
     "lr": 0.01,
     "lr_min": 1.0e-4,
-    "backbone_lr_scale": 0.1,
+    "backbone_lr_scale": 0.1,     # 0: backbone frozen (no backward through it: cheaper steps)
     "momentum": 0.9,
     "weight_decay": 1.0e-2,
     "t0_epochs": 10,              # cosine warm restarts: first period in epochs (paper: T_0 = 7813 steps)
@@ -100,7 +106,8 @@ DEFAULTS: Dict[str, Any] = {
     "seed": 0,
 }
 
-_ARCH_KEYS = ("backbone", "layers", "head_channels", "blur_sigma")
+_ARCH_KEYS = ("backbone", "layers", "head_channels", "blur_sigma", "normal_prior")
+NORMAL_PRIORS = ("none", "knn")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -304,44 +311,120 @@ def _gauss_kernel(sigma: float) -> torch.Tensor:
 
 
 class MixedNet(nn.Module):
-    """image -> (score (B,), map (B,H,W)); `logits(image)` -> (seg logits (B,1,h,w), image logit (B,))."""
+    """image -> (score (B,), map (B,H,W)); `logits(image)` -> (seg logits (B,1,h,w), image logit (B,)).
 
-    def __init__(self, backbone: str, layers: Sequence[str], head_channels: int = 64, blur_sigma: float = 1.0):
+    normal_prior "knn" adds a PatchCore-style normality prior: a frozen copy of the ImageNet backbone
+    (`prior_embedder`, edgead.models.patchcore.PatchEmbedder: 3x3 average, deeper maps upsampled to the
+    first tap's grid, concatenated) embeds every location of the (blurred) image; its L2 distance to the
+    nearest row of `prior_bank` (normal training patches, fitted before training) divided by `prior_scale`
+    is one extra input channel of the segmentation head (both convolution stacks' inputs) and its max and
+    mean are two extra classifier inputs. The distance is plain torch (|q|^2 - 2 q.b + |b|^2, min over the
+    bank, clamp >= 0, sqrt), so the whole net stays one exportable graph."""
+
+    def __init__(self, backbone: str, layers: Sequence[str], head_channels: int = 64, blur_sigma: float = 1.0,
+                 normal_prior: str = "none"):
         super().__init__()
         from edgead.models.backbones import FeatureExtractor
 
         self.backbone = FeatureExtractor(backbone, layers)
         for p in self.backbone.parameters():
             p.requires_grad_(True)  # fine-tuned; BatchNorm keeps its running statistics (eval mode)
+        self.backbone_frozen = False
         self.use_blur = float(blur_sigma) > 0
         self.register_buffer("blur", _gauss_kernel(float(blur_sigma) if self.use_blur else 1.0))
+        self.normal_prior = normal_prior
+        extra = 0
+        if normal_prior == "knn":
+            from edgead.models.patchcore import PatchEmbedder
+
+            self.prior_embedder = PatchEmbedder(FeatureExtractor(backbone, layers))  # frozen (requires_grad False)
+            self.register_buffer("prior_bank", torch.zeros(0, self.prior_embedder.feature_dim))
+            self.register_buffer("prior_scale", torch.ones(1))
+            # the trainable backbone's maps serve the prior when both hold identical frozen weights
+            self.share_prior_backbone = False
+            extra = 1
         hc = int(head_channels)
         self.proj = nn.ModuleList([nn.Conv2d(c, hc, 1) for c in self.backbone.channels])
         self.seg = nn.Sequential(
-            nn.Conv2d(hc, hc, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(hc + extra, hc, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(hc, hc, 3, padding=1), nn.ReLU(inplace=True),
         )
-        self.seg_out = nn.Conv2d(hc, 1, 1)
+        self.seg_out = nn.Conv2d(hc + extra, 1, 1)
         c_deep = self.backbone.channels[int(np.argmax(self.backbone.strides))]
-        self.cls = nn.Linear(c_deep + 2 * hc + 2, 1)
+        self.cls = nn.Linear(c_deep + 2 * hc + 2 + 2 * extra, 1)
         self._deep = int(np.argmax(self.backbone.strides))
+
+    def freeze_backbone(self, frozen: bool = True) -> None:
+        """Frozen: no gradient for the backbone, and its forward runs without autograd (cheaper steps)."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(not frozen)
+        self.backbone_frozen = bool(frozen)
+
+    def backbones_equal(self) -> bool:
+        """True when the trainable backbone holds exactly the prior's frozen weights (then it is shared)."""
+        if self.normal_prior != "knn":
+            return False
+        a, b = self.backbone.state_dict(), self.prior_embedder.backbone.state_dict()
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    def set_prior(self, bank: torch.Tensor, scale: float) -> None:
+        if self.normal_prior != "knn":
+            raise ValueError("set_prior: this net has normal_prior 'none'")
+        c = self.prior_embedder.feature_dim
+        if bank.ndim != 2 or bank.shape[1] != c or bank.shape[0] < 1:
+            raise ValueError(f"prior_bank: expected (M >= 1, {c}), got {tuple(bank.shape)}")
+        self.prior_bank = bank.detach().float().contiguous().to(self.blur.device)
+        self.prior_scale = torch.tensor([float(scale)], dtype=torch.float32, device=self.blur.device)
+
+    def prior_embed(self, x: torch.Tensor, feats: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
+        """(blurred, normalised) image -> prior embeddings (B, N, C) on the first tap's grid."""
+        if feats is None:
+            feats = self.prior_embedder.backbone(x)
+        return self.prior_embedder.aggregate(feats)
+
+    def prior_distance(self, q: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) embeddings -> (B, N) L2 distance to the nearest bank row (not normalised)."""
+        bank = self.prior_bank
+        if bank.shape[0] == 0:
+            raise ValueError("mixed: the normality prior has no memory bank (fit the model first)")
+        q2 = (q * q).sum(dim=-1, keepdim=True)
+        b2 = (bank * bank).sum(dim=-1)
+        d2 = q2 - 2.0 * torch.matmul(q, bank.t()) + b2
+        return d2.amin(dim=-1).clamp_min(0.0).sqrt()
 
     def logits(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         x = F.conv2d(image, self.blur, padding=1, groups=3) if self.use_blur else image
-        feats = self.backbone(x)
+        if self.backbone_frozen:
+            with torch.no_grad():
+                feats = self.backbone(x)
+        else:
+            feats = self.backbone(x)
         size = feats[0].shape[-2:]
+        prior = None
+        if self.normal_prior == "knn":
+            with torch.no_grad():
+                q = self.prior_embed(x, feats if self.share_prior_backbone else None)
+                d = self.prior_distance(q) / self.prior_scale
+                prior = d.reshape(d.shape[0], 1, size[0], size[1])
         h = 0
         for f, p in zip(feats, self.proj):
             y = p(f)
             if y.shape[-2:] != size:
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             h = h + y
-        h = self.seg(F.relu(h))
-        seg = self.seg_out(h)
+        h = F.relu(h)
+        if prior is not None:
+            h = self.seg(torch.cat([h, prior], dim=1))
+            seg = self.seg_out(torch.cat([h, prior], dim=1))
+        else:
+            h = self.seg(h)
+            seg = self.seg_out(h)
         deep = feats[self._deep]
-        z = torch.cat([deep.mean(dim=(2, 3)), h.mean(dim=(2, 3)), h.amax(dim=(2, 3)),
-                       seg.flatten(1).amax(dim=1, keepdim=True), seg.mean(dim=(2, 3))], dim=1)
-        return seg, self.cls(z)[:, 0]
+        parts = [deep.mean(dim=(2, 3)), h.mean(dim=(2, 3)), h.amax(dim=(2, 3)),
+                 seg.flatten(1).amax(dim=1, keepdim=True), seg.mean(dim=(2, 3))]
+        if prior is not None:
+            parts += [prior.flatten(1).amax(dim=1, keepdim=True), prior.mean(dim=(2, 3))]
+        return seg, self.cls(torch.cat(parts, dim=1))[:, 0]
 
     def forward(self, image: torch.Tensor):
         H, W = image.shape[-2], image.shape[-1]
@@ -406,6 +489,18 @@ class MixedSupervision(AnomalyModel):
         _check_pos_int(cfg, "steps_per_epoch", allow_none=True)
         _check_pos_int(cfg, "max_defects", allow_none=True)
         _check_painters(cfg["painters"])
+        if cfg["normal_prior"] is None:
+            cfg["normal_prior"] = "none"
+        if cfg["normal_prior"] not in NORMAL_PRIORS:
+            raise ValueError(f"config 'normal_prior': expected one of {NORMAL_PRIORS}, got {cfg['normal_prior']!r}")
+        for k in ("prior_bank_size", "prior_candidates"):
+            _check_pos_int(cfg, k)
+        q = cfg["prior_quantile"]
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < float(q) <= 1.0:
+            raise ValueError(f"config 'prior_quantile': expected a number in (0, 1], got {q!r}")
+        v = cfg["backbone_lr_scale"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or float(v) < 0:
+            raise ValueError(f"config 'backbone_lr_scale': expected a finite number >= 0 (0: frozen), got {v!r}")
         from edgead.models.backbones import default_normalization
 
         if cfg["backbone"] not in ("mobilenet_v2", "resnet18"):
@@ -428,7 +523,7 @@ class MixedSupervision(AnomalyModel):
             cfg["mean"] = list(mean) if cfg["mean"] == "auto" else cfg["mean"]
             cfg["std"] = list(std) if cfg["std"] == "auto" else cfg["std"]
         super().__init__(cfg)
-        self.net = MixedNet(cfg["backbone"], cfg["layers"], cfg["head_channels"], cfg["blur_sigma"])
+        self.net = MixedNet(cfg["backbone"], cfg["layers"], cfg["head_channels"], cfg["blur_sigma"], cfg["normal_prior"])
 
     # --- helpers ----------------------------------------------------------------------------------
     def preprocessing(self):
@@ -496,12 +591,72 @@ class MixedSupervision(AnomalyModel):
         if art.model_type != self.model_type:
             raise ValueError(f"init: artifact '{path}' holds a {art.model_type!r} model, expected {self.model_type!r}")
         for k in _ARCH_KEYS:
-            if art.config.get(k) != self.config.get(k):
-                raise ValueError(f"init: artifact '{path}' has {k}={art.config.get(k)!r}, this recipe {self.config.get(k)!r}")
+            old = art.config.get(k, DEFAULTS[k]) if k == "normal_prior" else art.config.get(k)
+            if old != self.config.get(k):
+                raise ValueError(f"init: artifact '{path}' has {k}={old!r}, this recipe {self.config.get(k)!r}")
         for k in ("mean", "std"):
             if [float(v) for v in art.config.get(k)] != [float(v) for v in self.config[k]]:
                 raise ValueError(f"init: artifact '{path}' has {k}={art.config.get(k)}, this recipe {self.config[k]}")
-        self.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in art.tensors.items()}, strict=True)
+        self._load_tensors(art.tensors)
+
+    def _load_tensors(self, tensors) -> None:
+        """Load an artifact's tensors (the prior bank takes the artifact's row count)."""
+        sd = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
+        if self.net.normal_prior == "knn" and "net.prior_bank" in sd:
+            self.net.prior_bank = torch.zeros_like(sd["net.prior_bank"])
+        self.load_state_dict(sd, strict=True)
+        self.net.share_prior_backbone = self.net.backbones_equal() if self.net.normal_prior == "knn" else False
+
+    # --- the normality prior ------------------------------------------------------------------------
+    @torch.no_grad()
+    def _prior_embeddings(self, imgs: List[np.ndarray], device) -> torch.Tensor:
+        out = []
+        for i in range(0, len(imgs), 16):
+            x = self._normalise(imgs[i : i + 16]).to(device)
+            if self.net.use_blur:
+                x = F.conv2d(x, self.net.blur, padding=1, groups=3)
+            out.append(self.net.prior_embed(x))
+        return torch.cat(out)  # (B, N, C)
+
+    @torch.no_grad()
+    def _fit_prior(self, normals: List[np.ndarray], held_out: List[np.ndarray], device, progress: bool) -> Dict[str, Any]:
+        """Memory bank of the normal training images (no augmentation): a seeded uniform sample of
+        `prior_candidates` patch embeddings, greedy coreset (edgead.ops.coreset, on a seeded 128-d random
+        projection when C > 128) of `prior_bank_size` rows. Scale: the `prior_quantile` quantile of the
+        patch distances of the held-out normal images (training images when there are none)."""
+        from edgead import ops
+
+        cfg = self.config
+        self.net.eval()
+        emb = self._prior_embeddings(normals, device)
+        rows = emb.reshape(-1, emb.shape[-1])
+        total = int(rows.shape[0])
+        g = torch.Generator().manual_seed(int(cfg["seed"]) + 7)
+        n_cand = min(total, int(cfg["prior_candidates"]))
+        cand = rows[torch.randperm(total, generator=g)[:n_cand].to(rows.device)].contiguous()
+        n_bank = min(n_cand, int(cfg["prior_bank_size"]))
+        if n_bank < n_cand:
+            red = cand
+            if cand.shape[1] > 128:
+                red = cand @ (torch.randn(cand.shape[1], 128, generator=g) / math.sqrt(128)).to(cand.device)
+            start = int(torch.randint(n_cand, (1,), generator=g))
+            idx = torch.as_tensor(ops.coreset(red.contiguous(), n_bank, start=start), device=cand.device).long()
+            bank = cand[idx]
+        else:
+            bank = cand
+        self.net.set_prior(bank, 1.0)
+        src = held_out if held_out else normals
+        d = self.net.prior_distance(self._prior_embeddings(src, device)).flatten()
+        scale = float(torch.quantile(d.float().cpu(), float(cfg["prior_quantile"])))
+        scale = max(scale, 1e-6)
+        self.net.set_prior(bank, scale)
+        info = {"bank_rows": int(bank.shape[0]), "candidates": n_cand, "patches": total, "scale": scale,
+                "scale_from": "validation" if held_out else "training"}
+        if progress:
+            print(f"edgead mixed: normality prior bank {info['bank_rows']} rows (coreset of {n_cand} of {total} "
+                  f"patches), scale {scale:.4g} ({cfg['prior_quantile']} quantile, {info['scale_from']} images)",
+                  flush=True)
+        return info
 
     # --- the training stream ------------------------------------------------------------------------
     def _sample(self, normals, defects, rng, names, probs):
@@ -557,6 +712,13 @@ class MixedSupervision(AnomalyModel):
                 raise ValueError("weights: expected a weights file, 'imagenet' or 'auto', got None")
             fe = build_backbone(cfg["backbone"], cfg["layers"], weights=w)
             self.net.backbone.load_state_dict(fe.state_dict())
+            if self.net.normal_prior == "knn":
+                self.net.prior_embedder.backbone.load_state_dict(fe.state_dict())
+        frozen = float(cfg["backbone_lr_scale"]) == 0.0
+        self.net.freeze_backbone(frozen)
+        if self.net.normal_prior == "knn":
+            # sharing the maps is exact only while the trainable backbone cannot move
+            self.net.share_prior_backbone = frozen and self.net.backbones_equal()
         paths = [s.path if hasattr(s, "path") else os.fspath(s) for s in train]
         if not paths:
             raise ValueError("fit: no training images")
@@ -575,12 +737,17 @@ class MixedSupervision(AnomalyModel):
         if not vset:
             warnings.warn("mixed: no validation images, so no early stopping; the last state is kept")
         self.net.to(device)
+        prior_info = None
+        if self.net.normal_prior == "knn" and not cfg.get("init"):  # --init keeps the artifact's bank and scale
+            prior_info = self._fit_prior(normals, [v[0] for v in vset if v[4] == "normal" and v[2] == 0], device, progress)
         bb = [p for p in self.net.backbone.parameters()]
         bb_ids = {id(p) for p in bb}
-        heads = [p for p in self.net.parameters() if id(p) not in bb_ids]
+        heads = [p for p in self.net.parameters() if id(p) not in bb_ids and p.requires_grad]
         lr = float(cfg["lr"])
-        opt = torch.optim.SGD([{"params": heads, "lr": lr}, {"params": bb, "lr": lr * float(cfg["backbone_lr_scale"])}],
-                              lr=lr, momentum=float(cfg["momentum"]), weight_decay=float(cfg["weight_decay"]))
+        groups = [{"params": heads, "lr": lr}]
+        if not frozen:
+            groups.append({"params": bb, "lr": lr * float(cfg["backbone_lr_scale"])})
+        opt = torch.optim.SGD(groups, lr=lr, momentum=float(cfg["momentum"]), weight_decay=float(cfg["weight_decay"]))
         bs = int(cfg["batch_size"])
         spe = int(cfg["steps_per_epoch"] or max(1, math.ceil(len(normals) / bs)))
         sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
@@ -623,7 +790,10 @@ class MixedSupervision(AnomalyModel):
         if best_state is not None:
             self.net.load_state_dict(best_state)
         self.net.eval()
+        if self.net.normal_prior == "knn":
+            self.net.share_prior_backbone = self.net.backbones_equal()
         return {"mixed": {
+            "normal_prior": cfg["normal_prior"], "prior": prior_info, "backbone_frozen": frozen,
             "epochs_run": len(history), "early_stopped_at": stopped, "best_val_loss": None if best_state is None else best,
             "steps_per_epoch": spe, "n_normal": len(normals), "n_val_images": len(val_paths),
             "n_real_defects": len(defects), "n_real_with_mask": sum(1 for d in defects if d[1] is not None),
@@ -664,5 +834,5 @@ class MixedSupervision(AnomalyModel):
         if artifact.model_type != cls.model_type:
             raise ValueError(f"artifact: expected model_type {cls.model_type!r}, got {artifact.model_type!r}")
         model = cls(artifact.config)
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in artifact.tensors.items()}, strict=True)
+        model._load_tensors(artifact.tensors)
         return model.eval()

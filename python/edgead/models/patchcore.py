@@ -118,7 +118,10 @@ class PatchEmbedder(nn.Module):
         return (-(-int(image_size[0]) // s), -(-int(image_size[1]) // s))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        feats = self.backbone(image)
+        return self.aggregate(self.backbone(image))
+
+    def aggregate(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Steps 2-4 on the backbone's maps (list as FeatureExtractor returns it) -> (B, N, D)."""
         feats = [self.pool(f) for f in feats]
         h, w = feats[0].shape[-2:]
         up = [feats[0]] + [F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False) for f in feats[1:]]
