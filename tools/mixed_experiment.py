@@ -34,6 +34,21 @@ REPO = os.path.dirname(HERE)
 RUNS = ("k0", "k5", "k20", "unseen", "patchcore", "k0cont", "k20cont")
 
 
+def parse_run(name):
+    """'k20' -> ('k20', False, None); 'k20cont' -> ('k20', True, None); 'k20_s1' -> ('k20', False, 1):
+    a `_sN` suffix trains with seed N (the split stays that of --seed)."""
+    seed = None
+    if "_s" in name:
+        name, _, sd = name.partition("_s")
+        if not sd.isdigit():
+            raise SystemExit(f"--runs: bad seed suffix in {name + '_s' + sd!r}; expected e.g. k20_s1")
+        seed = int(sd)
+    base = name[: -len("cont")] if name.endswith("cont") else name
+    if name not in RUNS:
+        raise SystemExit(f"--runs: unknown run {name!r}; expected some of {RUNS}, optionally with _s<seed>")
+    return base, name != base, seed
+
+
 def _shared(*parts):
     """../shared/<parts> next to the checkout or next to one of its parents (git worktrees)."""
     base = REPO
@@ -112,23 +127,38 @@ def run_one(name, args, split):
 
         pc_root = os.path.join(out, "data_patchcore")
         good = sorted(os.listdir(os.path.join(split["data"], "train", "good")))
-        sub = np.random.default_rng(args.seed).permutation(len(good))[: args.patchcore_train]
+        n_sub = args.patchcore_train if args.patchcore_train > 0 else len(good)  # 0: all
+        sub = np.random.default_rng(args.seed).permutation(len(good))[:n_sub]
         for i in sorted(int(j) for j in sub):
             _link(os.path.join(split["data"], "train", "good", good[i]), os.path.join(pc_root, "train", "good", good[i]))
         for d in ("test", "ground_truth"):
             _link(os.path.join(root, d), os.path.join(pc_root, d))
         mean, std = default_normalization("mobilenet_v2", args.weights)
+        ov = {"weights": args.weights, "mean": list(mean), "std": list(std), "image_size": [args.image_size] * 2,
+              "coreset_ratio": args.coreset_ratio}
+        if args.coreset_candidates:
+            ov["coreset_candidates"] = args.coreset_candidates
+        if args.bank_max_size:
+            ov["bank_max_size"] = args.bank_max_size
         pipeline.train(os.path.join(REPO, "models", "patchcore_mobilenet_v2.yaml"), pc_root, art, device="cpu",
-                       progress=not args.quiet, overrides={"weights": args.weights, "mean": list(mean), "std": list(std),
-                                                           "image_size": [args.image_size] * 2,
-                                                           "coreset_ratio": args.coreset_ratio})
-        info.update(n_train=len(sub), coreset_ratio=args.coreset_ratio)
+                       progress=not args.quiet, overrides=ov)
+        info.update(n_train=len(sub), coreset_ratio=args.coreset_ratio, coreset_candidates=args.coreset_candidates,
+                    bank_max_size=args.bank_max_size, image_size=args.image_size)
     else:
+        base, cont, tseed = parse_run(name)
         ov = {"image_size": [args.image_size] * 2, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
-              "patience": args.patience, "t0_epochs": args.t0_epochs, "mask_threshold": 128, "seed": args.seed}
-        base = name[: -len("cont")] if name.endswith("cont") else name
-        if name != base:  # growth: continue the finished `base` run (--init) for the same schedule again
-            ov["init"] = os.path.join(out, f"art_{base}")
+              "patience": args.patience, "t0_epochs": args.t0_epochs, "mask_threshold": 128,
+              "seed": args.seed if tseed is None else tseed}
+        if args.prior:
+            ov["normal_prior"] = args.prior
+        if args.prior_bank_size:
+            ov["prior_bank_size"] = args.prior_bank_size
+        if args.backbone_lr_scale is not None:
+            ov["backbone_lr_scale"] = args.backbone_lr_scale
+        info.update({k: ov[k] for k in ("seed", "image_size", "epochs", "steps_per_epoch")})
+        info.update({k: ov[k] for k in ("normal_prior", "prior_bank_size", "backbone_lr_scale") if k in ov})
+        if cont:  # growth: continue the finished `base` run (--init) for the same schedule again
+            ov["init"] = os.path.join(out, f"art_{base}" + ("" if tseed is None else f"_s{tseed}"))
             info["init"] = ov["init"]
         if base != "k0":
             k = 20 if base in ("k20", "unseen") else int(base[1:])
@@ -161,7 +191,9 @@ def _subset_metrics(ev, dtype):
 
 def report(args, split):
     rows, types = [], sorted({t for t, _, _ in split["test_part"]})
-    for name in RUNS:
+    found = sorted((d[len("eval_"):] for d in os.listdir(args.out) if d.startswith("eval_")),
+                   key=lambda n: (RUNS.index(parse_run(n)[0] + ("cont" if parse_run(n)[1] else "")), n))
+    for name in found:
         ev = os.path.join(args.out, f"eval_{name}")
         if not os.path.isfile(os.path.join(ev, "metrics.json")):
             continue
@@ -178,7 +210,9 @@ def report(args, split):
         nd = "PatchCore" if r["run"] == "patchcore" else str(len(r.get("defects", [])))
         if r.get("init"):
             nd += f" (--init {os.path.basename(r['init'])}: 2x schedule)"
-        if r["run"] == "unseen":
+        if "_s" in r["run"]:
+            nd += f" (train seed {r['run'].partition('_s')[2]})"
+        if r["run"].startswith("unseen"):
             nd += f" (no {split['unseen']})"
         a, fp, _ = r["per_type"][split["unseen"]]
         lines.append(f"| {r['run']} | {nd} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['aupro']:.3f} | "
@@ -224,8 +258,13 @@ def main(argv=None):
     p.add_argument("--steps-per-epoch", type=int, default=30)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--t0-epochs", type=int, default=6)
-    p.add_argument("--patchcore-train", type=int, default=200)
+    p.add_argument("--patchcore-train", type=int, default=200, help="train/good images PatchCore fits on; 0: all")
     p.add_argument("--coreset-ratio", type=float, default=0.05)
+    p.add_argument("--coreset-candidates", type=int, default=None, help="PatchCore coreset_candidates")
+    p.add_argument("--bank-max-size", type=int, default=None, help="PatchCore bank_max_size")
+    p.add_argument("--prior", choices=("none", "knn"), default=None, help="mixed normal_prior (default: the recipe's)")
+    p.add_argument("--prior-bank-size", type=int, default=None)
+    p.add_argument("--backbone-lr-scale", type=float, default=None, help="mixed backbone_lr_scale (0: frozen)")
     p.add_argument("--weights", default=_shared("weights", "mobilenet_v2_imagenet.safetensors"))
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -236,9 +275,10 @@ def main(argv=None):
     if args.report:
         report(args, split)
         return 0
-    for name in [r for r in args.runs.split(",") if r]:
-        if name not in RUNS:
-            raise SystemExit(f"--runs: unknown run {name!r}; expected some of {RUNS}")
+    names = [r for r in args.runs.split(",") if r]
+    for name in names:
+        parse_run(name)
+    for name in names:
         print(f"=== {name} ({time.strftime('%H:%M:%S')})", flush=True)
         run_one(name, args, split)
     return 0

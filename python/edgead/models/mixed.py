@@ -318,8 +318,8 @@ class MixedNet(nn.Module):
     first tap's grid, concatenated) embeds every location of the (blurred) image; its L2 distance to the
     nearest row of `prior_bank` (normal training patches, fitted before training) divided by `prior_scale`
     is one extra input channel of the segmentation head (both convolution stacks' inputs) and its max and
-    mean are two extra classifier inputs. The distance is plain torch (|q|^2 - 2 q.b + |b|^2, min over the
-    bank, clamp >= 0, sqrt), so the whole net stays one exportable graph."""
+    mean are two extra classifier inputs. The distance is plain torch (min over the bank of |b|^2 - 2 q.b, + |q|^2,
+    clamp >= 0, sqrt), so the whole net stays one exportable graph."""
 
     def __init__(self, backbone: str, layers: Sequence[str], head_channels: int = 64, blur_sigma: float = 1.0,
                  normal_prior: str = "none"):
@@ -387,10 +387,12 @@ class MixedNet(nn.Module):
         bank = self.prior_bank
         if bank.shape[0] == 0:
             raise ValueError("mixed: the normality prior has no memory bank (fit the model first)")
-        q2 = (q * q).sum(dim=-1, keepdim=True)
+        b, n, c = q.shape
+        qf = q.reshape(-1, c)
         b2 = (bank * bank).sum(dim=-1)
-        d2 = q2 - 2.0 * torch.matmul(q, bank.t()) + b2
-        return d2.amin(dim=-1).clamp_min(0.0).sqrt()
+        # min_j (|b_j|^2 - 2 q.b_j) + |q|^2: one fused GEMM (addmm) and one reduction over the bank
+        d2 = torch.addmm(b2, qf, bank.t(), alpha=-2.0).amin(dim=-1) + (qf * qf).sum(dim=-1)
+        return d2.clamp_min(0.0).sqrt().reshape(b, n)
 
     def logits(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         x = F.conv2d(image, self.blur, padding=1, groups=3) if self.use_blur else image
