@@ -148,7 +148,7 @@ def run_one(name, args, split):
         base, cont, tseed = parse_run(name)
         ov = {"image_size": [args.image_size] * 2, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
               "patience": args.patience, "t0_epochs": args.t0_epochs, "mask_threshold": 128,
-              "seed": args.seed if tseed is None else tseed}
+              "seed": args.seed if tseed is None else tseed, "weights": args.weights}
         if args.prior:
             ov["normal_prior"] = args.prior
         if args.prior_bank_size:
