@@ -15,7 +15,12 @@ k = 5 is the first 5, k = 20 the first 20 (nested, as the paper's fractions). Th
 20 pool images whose type is not `--unseen` (default `uneven`, an area-like defect, as the paper's unseen
 "area" group). Everything is built from symbolic links under OUT (no image is copied or changed).
 PatchCore (models/patchcore_mobilenet_v2.yaml, shared MobileNetV2 weights) is fitted on a random subset of
-`--patchcore-train` train/good images (same seed) to fit the CPU budget.
+`--patchcore-train` train/good images (same seed; 0: all) to fit the CPU budget; `--coreset-candidates` and
+`--bank-max-size` bound its fit.
+
+Mixed-model options: `--prior knn` (normal_prior), `--prior-bank-size`, `--backbone-lr-scale 0` (frozen
+backbone). A run name may end in `_s<N>` (e.g. `k20_s1`): the same run trained with seed N (the split and
+pool stay those of --seed), for a second-seed check.
 """
 from __future__ import annotations
 
