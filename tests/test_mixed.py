@@ -544,3 +544,22 @@ def test_prior_config_validation(tiny_data):
                      ({"backbone_lr_scale": float("nan")}, "backbone_lr_scale")):
         with pytest.raises(ValueError, match=key):
             MixedSupervision(_cfg(w, **bad))
+
+
+def test_prior_heads_start_as_the_prior(tiny_data):
+    """Untrained, the prior net scores an image as PRIOR_GAIN * (max d - PRIOR_IMAGE_AT) and its map as
+    sigmoid(PRIOR_GAIN * (d - 1)) up to the (small) random head contribution to the map."""
+    from edgead.models.mixed import PRIOR_GAIN, PRIOR_IMAGE_AT, MixedNet
+
+    torch.manual_seed(0)
+    net = MixedNet("mobilenet_v2", ["layer2", "layer3"], 8, 1.0, normal_prior="knn").eval()
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(3, 3, SIZE, SIZE)).astype(np.float32))
+    with torch.no_grad():
+        xb = torch.nn.functional.conv2d(x, net.blur, padding=1, groups=3)
+        q = net.prior_embed(xb)
+        net.set_prior(q[0, :5] * 1.3, 0.7)
+        d = net.prior_distance(q) / 0.7
+        seg, cls = net.logits(x)
+    torch.testing.assert_close(cls, PRIOR_GAIN * (d.amax(dim=1) - PRIOR_IMAGE_AT))
+    h = net.seg_out.weight[0, :8].abs().sum()
+    assert seg.shape == (3, 1, 6, 6) and float(h) > 0

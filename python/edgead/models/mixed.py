@@ -108,6 +108,8 @@ DEFAULTS: Dict[str, Any] = {
 
 _ARCH_KEYS = ("backbone", "layers", "head_channels", "blur_sigma", "normal_prior")
 NORMAL_PRIORS = ("none", "knn")
+PRIOR_GAIN = 4.0        # initial weight of the normalised prior distance in both heads' logits
+PRIOR_IMAGE_AT = 1.5    # initial image logit 0 at max prior distance 1.5 x the scale
 
 
 # ------------------------------------------------------------------------------------------------
@@ -318,7 +320,8 @@ class MixedNet(nn.Module):
     first tap's grid, concatenated) embeds every location of the (blurred) image; its L2 distance to the
     nearest row of `prior_bank` (normal training patches, fitted before training) divided by `prior_scale`
     is one extra input channel of the segmentation head (both convolution stacks' inputs) and its max and
-    mean are two extra classifier inputs. The distance is plain torch (min over the bank of |b|^2 - 2 q.b, + |q|^2,
+    mean are classifier inputs; with the prior the classifier sees only [seg max, seg mean, prior max, prior
+    mean], and both heads are initialised to follow the prior (PRIOR_GAIN, PRIOR_IMAGE_AT). The distance is plain torch (min over the bank of |b|^2 - 2 q.b, + |q|^2,
     clamp >= 0, sqrt), so the whole net stays one exportable graph."""
 
     def __init__(self, backbone: str, layers: Sequence[str], head_channels: int = 64, blur_sigma: float = 1.0,
@@ -351,8 +354,20 @@ class MixedNet(nn.Module):
         )
         self.seg_out = nn.Conv2d(hc + extra, 1, 1)
         c_deep = self.backbone.channels[int(np.argmax(self.backbone.strides))]
-        self.cls = nn.Linear(c_deep + 2 * hc + 2 + 2 * extra, 1)
         self._deep = int(np.argmax(self.backbone.strides))
+        if extra:
+            # with the prior the classifier sees only [seg max, seg mean, prior max, prior mean] (pooled
+            # high-dimensional features overfit the synthetic defects: see docs/mixed.md), and both heads
+            # start as the prior: map = sigmoid(PRIOR_GAIN * (d - 1)), logit = PRIOR_GAIN * (max d - PRIOR_IMAGE_AT)
+            self.cls = nn.Linear(4, 1)
+            with torch.no_grad():
+                self.cls.weight.zero_()
+                self.cls.weight[0, 2] = PRIOR_GAIN
+                self.cls.bias.fill_(-PRIOR_GAIN * PRIOR_IMAGE_AT)
+                self.seg_out.weight[0, hc] = PRIOR_GAIN
+                self.seg_out.bias.fill_(-PRIOR_GAIN)
+        else:
+            self.cls = nn.Linear(c_deep + 2 * hc + 2, 1)
 
     def freeze_backbone(self, frozen: bool = True) -> None:
         """Frozen: no gradient for the backbone, and its forward runs without autograd (cheaper steps)."""
@@ -421,11 +436,12 @@ class MixedNet(nn.Module):
         else:
             h = self.seg(h)
             seg = self.seg_out(h)
-        deep = feats[self._deep]
-        parts = [deep.mean(dim=(2, 3)), h.mean(dim=(2, 3)), h.amax(dim=(2, 3)),
-                 seg.flatten(1).amax(dim=1, keepdim=True), seg.mean(dim=(2, 3))]
+        seg_pool = [seg.flatten(1).amax(dim=1, keepdim=True), seg.mean(dim=(2, 3))]
         if prior is not None:
-            parts += [prior.flatten(1).amax(dim=1, keepdim=True), prior.mean(dim=(2, 3))]
+            parts = seg_pool + [prior.flatten(1).amax(dim=1, keepdim=True), prior.mean(dim=(2, 3))]
+        else:
+            deep = feats[self._deep]
+            parts = [deep.mean(dim=(2, 3)), h.mean(dim=(2, 3)), h.amax(dim=(2, 3))] + seg_pool
         return seg, self.cls(torch.cat(parts, dim=1))[:, 0]
 
     def forward(self, image: torch.Tensor):
