@@ -288,6 +288,8 @@ def report(args, split):
         axes[0].set_title("FPR at 95 % recall (lower is better)")
         axes[1].bar(names, [r["image_auroc"] for r in rows], color="tab:blue")
         axes[1].set_ylim(0.5, 1.0), axes[1].set_title("image AUROC")
+        for ax in axes:
+            ax.tick_params(axis="x", labelrotation=30)
         fig.tight_layout(), fig.savefig(os.path.join(args.out, "results.png"), dpi=100), plt.close(fig)
     return rows
 
