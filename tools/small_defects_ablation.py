@@ -1,0 +1,148 @@
+"""PatchCore ablations for docs/small-defects.md: fit once, keep the raw patch-distance grids, then score
+post-processing variants (blur sigma, image score, two-model ensembles) per defect type without refitting.
+
+    # fit (capped bank as in the docs: 100000 sampled candidates -> 6000 rows), one thread
+    python tools/small_defects_ablation.py fit --name base --data ../shared/data/magnetic-tile \
+        --weights ../shared/weights/mobilenet_v2_imagenet.safetensors --out /tmp/sd [--set key=JSON] [--patch-size 5]
+    # score cached grids: image AUROC, pixel AUROC, AUPRO@0.3 on the whole test split and per defect type
+    python tools/small_defects_ablation.py eval --out /tmp/sd base [--sigma 4] [--score reweighted|max|topk]
+    python tools/small_defects_ablation.py eval --out /tmp/sd base l34      # mean of the median-scaled grids
+
+Maps are made as the Detector makes them (grid -> bilinear to `image_size`, Gaussian blur there, bilinear
+to the image's own size); masks are read at their own size (threshold 128). The ensemble scales each
+model's grids by their median over the test images: a screening device, not a deployable recipe.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "python"))
+
+
+def fit(a):
+    import torch
+    import torch.nn as nn
+
+    from edgead import pipeline
+    from edgead.data.datasets import open_dataset
+    from edgead.data.io import read_image
+    from edgead.models import get_model_class
+    from edgead.models.backbones import default_normalization
+
+    torch.set_num_threads(1)
+    ov = {"weights": a.weights}
+    for kv in a.set:
+        k, v = kv.split("=", 1)
+        ov[k] = json.loads(v)
+    mean, std = default_normalization("mobilenet_v2", a.weights)
+    ov.setdefault("mean", list(mean))
+    ov.setdefault("std", list(std))
+    ov.setdefault("coreset_candidates", 100000)
+    ov.setdefault("bank_max_size", 6000)
+    recipe = pipeline.load_recipe(os.path.join(HERE, "..", "models", "patchcore_mobilenet_v2.yaml"), ov)
+    ds = open_dataset(a.data)
+    train = sorted(ds.train_samples(), key=lambda s: s.path)
+    test = sorted(ds.test_samples(), key=lambda s: s.path)
+    model = get_model_class("patchcore")(recipe["config"])
+    if a.patch_size != 3:  # PatchCore's neighbourhood size p (paper: 3), zero-padded average as the default
+        model.embedder.pool = nn.AvgPool2d(a.patch_size, stride=1, padding=a.patch_size // 2)
+    c0 = time.process_time()
+    stats = model.fit(train, None, device="cpu", progress=False)
+    fit_cpu = time.process_time() - c0
+    model.eval()
+    pre = model.preprocessing()
+    grids, scores = [], []
+    c1 = time.process_time()
+    for i in range(0, len(test), 16):
+        ims = [read_image(s.path) for s in test[i:i + 16]]
+        with torch.no_grad():
+            emb, dist, nn_idx = model.patch_scores(torch.from_numpy(pre.batch(ims)))
+            s = model._image_scores(emb, dist, nn_idx)
+        grids += list(dist.reshape(len(ims), *model.grid).numpy())
+        scores += list(s.numpy())
+    os.makedirs(a.out, exist_ok=True)
+    np.savez(os.path.join(a.out, a.name + ".npz"), grids=np.stack(grids), scores=np.array(scores),
+             paths=np.array([s.path for s in test]), labels=np.array([int(s.label) for s in test]),
+             types=np.array([os.path.basename(os.path.dirname(s.path)) for s in test]),
+             image_size=np.array(recipe["config"]["image_size"]))
+    print(json.dumps({"name": a.name, "fit_cpu_s": round(fit_cpu, 1), "bank": stats.get("bank_size"),
+                      "cpu_ms_per_image": round(1000 * (time.process_time() - c1) / len(test), 1),
+                      "grid": list(model.grid), "sets": a.set, "patch_size": a.patch_size}))
+
+
+def _mask(path, shape):
+    t = os.path.basename(os.path.dirname(path))
+    if t == "good":
+        return np.zeros(shape, np.uint8)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(path)))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    m = cv2.imread(os.path.join(root, "ground_truth", t, stem + "_mask.png"), cv2.IMREAD_GRAYSCALE)
+    return (m >= 128).astype(np.uint8)
+
+
+def evaluate(a):
+    from edgead import metrics
+
+    zs = [dict(np.load(os.path.join(a.out, n + ".npz"))) for n in a.names]
+    z = zs[0]
+    if len(zs) > 1:
+        gh, gw = z["grids"].shape[1:]
+        z["grids"] = np.mean([np.stack([cv2.resize((g / np.median(q["grids"])).astype(np.float32), (gw, gh))
+                                        for g in q["grids"]]) for q in zs], axis=0)
+    ih, iw = (int(v) for v in z["image_size"])
+    maps = []
+    for g, p in zip(z["grids"], z["paths"]):
+        m = cv2.resize(g.astype(np.float32), (iw, ih), interpolation=cv2.INTER_LINEAR)
+        if a.sigma > 0:
+            k = 2 * int(np.ceil(4 * a.sigma)) + 1
+            m = cv2.GaussianBlur(m, (k, k), a.sigma, borderType=cv2.BORDER_REFLECT_101)
+        h, w = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).shape
+        maps.append(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR))
+    if a.score == "reweighted":
+        if len(zs) > 1:
+            raise SystemExit("--score reweighted: only for a single model (use max or topk for ensembles)")
+        scores = z["scores"]
+    elif a.score == "max":
+        scores = np.array([m.max() for m in maps])
+    else:  # mean of the top 1 % of the map's pixels
+        scores = np.array([np.sort(m.ravel())[-max(1, int(0.01 * m.size)):].mean() for m in maps])
+    masks = [_mask(str(p), m.shape) for p, m in zip(z["paths"], maps)]
+    types = z["types"]
+    out = {"names": a.names, "sigma": a.sigma, "score": a.score}
+    for t in ["all"] + sorted(set(types) - {"good"}):
+        idx = np.arange(len(maps)) if t == "all" else np.where((types == "good") | (types == t))[0]
+        r = metrics.evaluate(scores[idx], z["labels"][idx], [maps[i] for i in idx], [masks[i] for i in idx])
+        out[t] = [round(r["image_auroc"], 3), round(r["pixel_auroc"], 3), round(r["aupro"], 3)]
+        if t == "all":
+            pos = np.array([int(masks[i].sum()) for i in idx])
+            out["positive_pixels"] = {u: int(pos[types[idx] == u].sum()) for u in sorted(set(types) - {"good"})}
+    print(json.dumps(out), flush=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fit")
+    f.add_argument("--name", required=True)
+    f.add_argument("--data", required=True)
+    f.add_argument("--weights", required=True)
+    f.add_argument("--out", required=True)
+    f.add_argument("--set", action="append", default=[], help="config override key=JSON value")
+    f.add_argument("--patch-size", type=int, default=3)
+    e = sub.add_parser("eval")
+    e.add_argument("--out", required=True)
+    e.add_argument("names", nargs="+")
+    e.add_argument("--sigma", type=float, default=4.0)
+    e.add_argument("--score", choices=["reweighted", "max", "topk"], default="reweighted")
+    a = p.parse_args(argv)
+    fit(a) if a.cmd == "fit" else evaluate(a)
+
+
+if __name__ == "__main__":
+    main()
