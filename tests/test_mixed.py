@@ -423,6 +423,32 @@ def test_prior_distance_matches_brute_force(tiny_data, seed):
     assert seen["x"].shape[1] == 9  # head_channels 8 + the prior channel
 
 
+@pytest.mark.parametrize("n_images,candidates", [(37, 10_000), (37, 500), (3, 50)])
+def test_prior_candidates_are_a_uniform_sample_streamed_in_batches(tiny_data, n_images, candidates):
+    """_fit_prior streams the embeddings 16 images at a time: with candidates >= all patches the bank is
+    every training patch exactly once; with fewer, distinct patches of the training images, spread over
+    all the batches (not only the first)."""
+    from edgead.models.mixed import MixedSupervision
+
+    _, _, w = tiny_data
+    rng = np.random.default_rng(n_images)
+    model = MixedSupervision(_prior_cfg(w, prior_candidates=candidates, prior_bank_size=10_000))
+    imgs = [model._resize(_tex(rng)) for _ in range(n_images)]  # as fit holds them: RGB at image_size
+    info = model._fit_prior(imgs, [], "cpu", False)
+    emb = model._prior_embeddings(imgs, "cpu")
+    n_patch = emb.shape[1]
+    allrows = emb.reshape(-1, emb.shape[-1]).numpy()
+    bank = model.net.prior_bank.numpy()
+    assert info["patches"] == n_images * n_patch and info["scale_from"] == "training"
+    assert bank.shape[0] == min(candidates, n_images * n_patch)
+    d = np.sqrt(((bank[:, None, :] - allrows[None, :, :]) ** 2).sum(-1))
+    src = d.argmin(axis=1)
+    assert np.all(d.min(axis=1) < 1e-4)          # every bank row is a training patch ...
+    assert len(np.unique(src)) == bank.shape[0]  # ... and no patch is taken twice
+    if bank.shape[0] < n_images * n_patch and n_images > 16:
+        assert (src // n_patch).max() >= 32       # the last batch of 16 images contributes too
+
+
 @pytest.fixture(scope="module")
 def trained_prior(tiny_data, tmp_path_factory):
     from edgead import pipeline

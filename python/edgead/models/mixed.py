@@ -627,31 +627,50 @@ class MixedSupervision(AnomalyModel):
 
     # --- the normality prior ------------------------------------------------------------------------
     @torch.no_grad()
-    def _prior_embeddings(self, imgs: List[np.ndarray], device) -> torch.Tensor:
-        out = []
+    def _prior_batches(self, imgs: List[np.ndarray], device):
+        """Yield the prior embeddings (b, N, C) of `imgs`, 16 images at a time (never all at once)."""
         for i in range(0, len(imgs), 16):
             x = self._normalise(imgs[i : i + 16]).to(device)
             if self.net.use_blur:
                 x = F.conv2d(x, self.net.blur, padding=1, groups=3)
-            out.append(self.net.prior_embed(x))
-        return torch.cat(out)  # (B, N, C)
+            yield self.net.prior_embed(x)
+
+    def _prior_embeddings(self, imgs: List[np.ndarray], device) -> torch.Tensor:
+        return torch.cat(list(self._prior_batches(imgs, device)))  # (B, N, C)
 
     @torch.no_grad()
     def _fit_prior(self, normals: List[np.ndarray], held_out: List[np.ndarray], device, progress: bool) -> Dict[str, Any]:
         """Memory bank of the normal training images (no augmentation): a seeded uniform sample of
         `prior_candidates` patch embeddings, greedy coreset (edgead.ops.coreset, on a seeded 128-d random
         projection when C > 128) of `prior_bank_size` rows. Scale: the `prior_quantile` quantile of the
-        patch distances of the held-out normal images (training images when there are none)."""
+        patch distances of the held-out normal images (training images when there are none).
+        Memory: only the sampled candidates and one batch of embeddings are held (images are resized to
+        `image_size`, so every image has the same number N of patches and the sample is drawn up front)."""
         from edgead import ops
 
         cfg = self.config
         self.net.eval()
-        emb = self._prior_embeddings(normals, device)
-        rows = emb.reshape(-1, emb.shape[-1])
-        total = int(rows.shape[0])
+        n_patch = self.net.prior_embedder.grid_size(cfg["image_size"])
+        n_patch = int(n_patch[0] * n_patch[1])
+        total = len(normals) * n_patch
         g = torch.Generator().manual_seed(int(cfg["seed"]) + 7)
         n_cand = min(total, int(cfg["prior_candidates"]))
-        cand = rows[torch.randperm(total, generator=g)[:n_cand].to(rows.device)].contiguous()
+        sel = torch.randperm(total, generator=g)[:n_cand]  # global row index of candidate j
+        order = torch.argsort(sel)
+        sorted_sel = sel[order]
+        cand, done, lo = None, 0, 0
+        for emb in self._prior_batches(normals, device):
+            rows = emb.reshape(-1, emb.shape[-1])
+            if rows.shape[0] != emb.shape[0] * n_patch:
+                raise RuntimeError(f"mixed prior: expected {n_patch} patches per image, got {emb.shape[1]}")
+            if cand is None:
+                cand = torch.empty(n_cand, rows.shape[1], dtype=rows.dtype, device=rows.device)
+            hi = lo + rows.shape[0]
+            k = int(torch.searchsorted(sorted_sel, hi))  # candidates with global index < hi
+            js = order[done:k]
+            cand[js.to(cand.device)] = rows[(sel[js] - lo).to(rows.device)]
+            done, lo = k, hi
+        cand = cand.contiguous()
         n_bank = min(n_cand, int(cfg["prior_bank_size"]))
         if n_bank < n_cand:
             red = cand
@@ -664,7 +683,7 @@ class MixedSupervision(AnomalyModel):
             bank = cand
         self.net.set_prior(bank, 1.0)
         src = held_out if held_out else normals
-        d = self.net.prior_distance(self._prior_embeddings(src, device)).flatten()
+        d = torch.cat([self.net.prior_distance(e).flatten() for e in self._prior_batches(src, device)])
         scale = float(torch.quantile(d.float().cpu(), float(cfg["prior_quantile"])))
         scale = max(scale, 1e-6)
         self.net.set_prior(bank, scale)
