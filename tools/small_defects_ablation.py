@@ -9,7 +9,7 @@ post-processing variants (blur sigma, image score, two-model ensembles) per defe
     python tools/small_defects_ablation.py eval --out /tmp/sd base l34      # mean of the median-scaled grids
 
 Maps are made as the Detector makes them (grid -> bilinear to `image_size`, Gaussian blur there, bilinear
-to the image's own size); masks are read at their own size (threshold 128). The ensemble scales each
+to the image's own size); masks through edgead.data.datasets.load_mask at their own size. The ensemble scales each
 model's grids by their median over the test images: a screening device, not a deployable recipe.
 """
 import argparse
@@ -57,10 +57,11 @@ def fit(a):
     fit_cpu = time.process_time() - c0
     model.eval()
     pre = model.preprocessing()
-    grids, scores = [], []
+    grids, scores, shapes = [], [], []
     c1 = time.process_time()
     for i in range(0, len(test), 16):
         ims = [read_image(s.path) for s in test[i:i + 16]]
+        shapes += [im.shape[:2] for im in ims]
         with torch.no_grad():
             emb, dist, nn_idx = model.patch_scores(torch.from_numpy(pre.batch(ims)))
             s = model._image_scores(emb, dist, nn_idx)
@@ -69,25 +70,16 @@ def fit(a):
     os.makedirs(a.out, exist_ok=True)
     np.savez(os.path.join(a.out, a.name + ".npz"), grids=np.stack(grids), scores=np.array(scores),
              paths=np.array([s.path for s in test]), labels=np.array([int(s.label) for s in test]),
-             types=np.array([os.path.basename(os.path.dirname(s.path)) for s in test]),
+             types=np.array([s.defect_type for s in test]), shapes=np.array(shapes), data=np.array(a.data),
              image_size=np.array(recipe["config"]["image_size"]))
     print(json.dumps({"name": a.name, "fit_cpu_s": round(fit_cpu, 1), "bank": stats.get("bank_size"),
                       "cpu_ms_per_image": round(1000 * (time.process_time() - c1) / len(test), 1),
                       "grid": list(model.grid), "sets": a.set, "patch_size": a.patch_size}))
 
 
-def _mask(path, shape):
-    t = os.path.basename(os.path.dirname(path))
-    if t == "good":
-        return np.zeros(shape, np.uint8)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(path)))
-    stem = os.path.splitext(os.path.basename(path))[0]
-    m = cv2.imread(os.path.join(root, "ground_truth", t, stem + "_mask.png"), cv2.IMREAD_GRAYSCALE)
-    return (m >= 128).astype(np.uint8)
-
-
 def evaluate(a):
     from edgead import metrics
+    from edgead.data.datasets import load_mask, open_dataset
 
     zs = [dict(np.load(os.path.join(a.out, n + ".npz"))) for n in a.names]
     z = zs[0]
@@ -97,12 +89,11 @@ def evaluate(a):
                                         for g in q["grids"]]) for q in zs], axis=0)
     ih, iw = (int(v) for v in z["image_size"])
     maps = []
-    for g, p in zip(z["grids"], z["paths"]):
+    for g, (h, w) in zip(z["grids"], z["shapes"]):
         m = cv2.resize(g.astype(np.float32), (iw, ih), interpolation=cv2.INTER_LINEAR)
         if a.sigma > 0:
             k = 2 * int(np.ceil(4 * a.sigma)) + 1
             m = cv2.GaussianBlur(m, (k, k), a.sigma, borderType=cv2.BORDER_REFLECT_101)
-        h, w = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).shape
         maps.append(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR))
     if a.score == "reweighted":
         if len(zs) > 1:
@@ -112,7 +103,10 @@ def evaluate(a):
         scores = np.array([m.max() for m in maps])
     else:  # mean of the top 1 % of the map's pixels
         scores = np.array([np.sort(m.ravel())[-max(1, int(0.01 * m.size)):].mean() for m in maps])
-    masks = [_mask(str(p), m.shape) for p, m in zip(z["paths"], maps)]
+    test = sorted(open_dataset(str(z["data"])).test_samples(), key=lambda s: s.path)  # as fit() listed them
+    if [s.path for s in test] != [str(p) for p in z["paths"]]:
+        raise SystemExit(f"eval: the test images of {z['data']} are not those the grids were made from")
+    masks = [load_mask(s, m.shape) for s, m in zip(test, maps)]
     types = z["types"]
     out = {"names": a.names, "sigma": a.sigma, "score": a.score}
     for t in ["all"] + sorted(set(types) - {"good"}):
