@@ -223,8 +223,7 @@ def prior_only(args, split, name):
         with torch.no_grad():
             for i in range(0, len(items), 16):
                 x = torch.from_numpy(pre.batch([read_image(p) for p, _ in items[i : i + 16]]))
-                xb = torch.nn.functional.conv2d(x, net.blur, padding=1, groups=3) if net.use_blur else x
-                s += (net.prior_distance(net.prior_embed(xb)) / net.prior_scale).amax(dim=1).tolist()
+                s += (net.prior_distance(net.prior_embed(net.smooth(x))) / net.prior_scale).amax(dim=1).tolist()
         y = np.array([lab for _, lab in items])
         s = np.array(s)
         res = {"image_auroc": metrics.auroc(s, y), "fpr_at_95_recall": metrics.fpr_at_recall(s, y, 0.95)[0]}

@@ -409,8 +409,12 @@ class MixedNet(nn.Module):
         d2 = torch.addmm(b2, qf, bank.t(), alpha=-2.0).amin(dim=-1) + (qf * qf).sum(dim=-1)
         return d2.clamp_min(0.0).sqrt().reshape(b, n)
 
+    def smooth(self, image: torch.Tensor) -> torch.Tensor:
+        """The paper's preprocessing inside the graph: 3x3 Gaussian smoothing (identity when blur_sigma is 0)."""
+        return F.conv2d(image, self.blur, padding=1, groups=3) if self.use_blur else image
+
     def logits(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        x = F.conv2d(image, self.blur, padding=1, groups=3) if self.use_blur else image
+        x = self.smooth(image)
         if self.backbone_frozen:
             with torch.no_grad():
                 feats = self.backbone(x)
@@ -630,10 +634,7 @@ class MixedSupervision(AnomalyModel):
     def _prior_batches(self, imgs: List[np.ndarray], device):
         """Yield the prior embeddings (b, N, C) of `imgs`, 16 images at a time (never all at once)."""
         for i in range(0, len(imgs), 16):
-            x = self._normalise(imgs[i : i + 16]).to(device)
-            if self.net.use_blur:
-                x = F.conv2d(x, self.net.blur, padding=1, groups=3)
-            yield self.net.prior_embed(x)
+            yield self.net.prior_embed(self.net.smooth(self._normalise(imgs[i : i + 16]).to(device)))
 
     def _prior_embeddings(self, imgs: List[np.ndarray], device) -> torch.Tensor:
         return torch.cat(list(self._prior_batches(imgs, device)))  # (B, N, C)
