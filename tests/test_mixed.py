@@ -589,3 +589,113 @@ def test_prior_heads_start_as_the_prior(tiny_data):
     torch.testing.assert_close(cls, PRIOR_GAIN * (d.amax(dim=1) - PRIOR_IMAGE_AT))
     h = net.seg_out.weight[0, :8].abs().sum()
     assert seg.shape == (3, 1, 6, 6) and float(h) > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# real-defect calibration of the image score (calibration: auto)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed,c", [(0, 0.01), (1, 0.1), (2, 1.0), (3, 100.0)])
+def test_balanced_logistic_matches_scikit_learn(seed, c):
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    from edgead.models.mixed import balanced_logistic
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 120))
+    x = rng.normal(size=(n, 4)) * rng.uniform(0.2, 3.0, size=4)
+    y = (rng.random(n) < 0.2).astype(int)
+    y[:2] = [0, 1]
+    x[y == 1] += rng.normal(size=4)
+    if seed == 3:
+        x[:, 1] = 0.5  # a constant input
+        x[y == 1, 0] += 20.0  # separable along one input: the L2 term keeps the solution finite
+    w, b = balanced_logistic(x, y, c)
+    ref = sklearn.LogisticRegression(C=c, class_weight="balanced", tol=1e-12, max_iter=100_000).fit(x, y)
+    np.testing.assert_allclose(w, ref.coef_[0], atol=1e-5 * max(1.0, np.abs(ref.coef_).max()))
+    assert b == pytest.approx(ref.intercept_[0], abs=1e-5 * max(1.0, abs(ref.intercept_[0])))
+
+
+def test_balanced_logistic_input_errors():
+    from edgead.models.mixed import balanced_logistic
+
+    x = np.zeros((4, 2))
+    with pytest.raises(ValueError, match="both labels"):
+        balanced_logistic(x, np.zeros(4, int), 1.0)
+    with pytest.raises(ValueError, match="both labels"):
+        balanced_logistic(x, np.array([0, 1, 2, 1]), 1.0)
+    with pytest.raises(ValueError, match="expected x"):
+        balanced_logistic(x, np.zeros(3, int), 1.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        balanced_logistic(np.full((4, 2), np.nan), np.array([0, 1, 0, 1]), 1.0)
+
+
+def test_calibration_refits_the_classifier_on_the_real_defects(trained_prior, tiny_data):
+    """trained_prior has 6 real defects (3 masks, 3 image labels) and 2 validation normals: its classifier
+    is scikit-learn's class-balanced logistic regression on the standardised classifier inputs of those
+    images (computed here from the loaded artifact), folded into the linear layer."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    from edgead.artifact import load_artifact
+    from edgead.data.datasets import MVTecDataset
+    from edgead.data.io import read_image, to_uint8
+    from edgead.models import load_model
+    from edgead.models.mixed import load_real_defects
+
+    cat, dd, _ = tiny_data
+    st = load_artifact(trained_prior).statistics["mixed"]["calibration"]
+    assert st["applied"] and st["n_real_defects"] == 6 and st["normals_from"] == "validation"
+    model = load_model(trained_prior)
+    _, val = MVTecDataset(cat).split_validation(0.2, 0)  # what pipeline.train used
+    assert st["n_normal"] == len(val) >= 2
+    with torch.no_grad():
+        xn = model.net.heads(model._normalise([model._uint8(s.path) for s in val]))[1].double().numpy()
+        imgs = [model._resize(to_uint8(read_image(d.path))) for d in load_real_defects(dd)]
+        xd = model.net.heads(model._normalise(imgs))[1].double().numpy()
+    mu, sd = xn.mean(0), xn.std(0)
+    x = (np.concatenate([xn, xd]) - mu) / sd
+    y = np.r_[np.zeros(len(xn), int), np.ones(len(xd), int)]
+    ref = sklearn.LogisticRegression(C=0.1, class_weight="balanced", tol=1e-12, max_iter=100_000).fit(x, y)
+    w = model.net.cls.weight.detach().double().numpy()[0]
+    b = float(model.net.cls.bias)
+    np.testing.assert_allclose(w * sd, ref.coef_[0], rtol=1e-4, atol=1e-5)
+    assert b + float((w * mu).sum()) == pytest.approx(ref.intercept_[0], rel=1e-4, abs=1e-5)
+    assert st["trained_weight"] != w.tolist()
+    # the model's score is that classifier's probability
+    with torch.no_grad():
+        s, _ = model.net(model._normalise(imgs))
+    np.testing.assert_allclose(s.double().numpy(), ref.predict_proba((xd - mu) / sd)[:, 1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["none", "too_few", "no_prior"])
+def test_calibration_is_skipped_with_its_reason(tiny_data, case):
+    from edgead.data.datasets import MVTecDataset
+    from edgead.models.mixed import MixedSupervision
+
+    cat, dd, w = tiny_data
+    kw = {"defects": dd, "epochs": 1, "steps_per_epoch": 1}
+    cfg = {"none": _prior_cfg(w, calibration="none", **kw), "too_few": _prior_cfg(w, max_defects=4, **kw),
+           "no_prior": _cfg(w, **kw)}[case]
+    model = MixedSupervision(cfg)
+    train, val = MVTecDataset(cat).split_validation(0.2, 0)
+    seen = {}
+    orig = model._calibrate
+
+    def spy(*a, **k):
+        seen["before"] = [p.detach().clone() for p in model.net.cls.parameters()]
+        return orig(*a, **k)
+
+    model._calibrate = spy
+    st = model.fit(train, val, progress=False)["mixed"]["calibration"]
+    assert not st["applied"]
+    assert {"none": "calibration: none", "too_few": "4 real defects < calibration_min_defects 5",
+            "no_prior": "normal_prior: knn"}[case] in st["reason"]
+    assert all(torch.equal(a, p) for a, p in zip(seen["before"], model.net.cls.parameters()))
+
+
+def test_calibration_config_validation(tiny_data):
+    from edgead.models.mixed import MixedSupervision
+
+    _, _, w = tiny_data
+    for bad, key in (({"calibration": "always"}, "calibration"), ({"calibration_c": 0}, "calibration_c"),
+                     ({"calibration_c": float("inf")}, "calibration_c"), ({"calibration_c": True}, "calibration_c"),
+                     ({"calibration_min_defects": 0}, "calibration_min_defects")):
+        with pytest.raises(ValueError, match=key):
+            MixedSupervision(_cfg(w, **bad))

@@ -58,6 +58,7 @@ __all__ = [
     "load_real_defects",
     "validate_mask",
     "augment",
+    "balanced_logistic",
 ]
 
 SHARED_MOBILENET = "mobilenet_v2_imagenet.safetensors"
@@ -75,6 +76,13 @@ DEFAULTS: Dict[str, Any] = {
     "prior_bank_size": 4096,      # bank rows (greedy coreset of the candidates)
     "prior_candidates": 50000,    # seeded uniform sample of normal training patches the coreset runs on
     "prior_quantile": 0.99,       # scale = this quantile of the held-out normal images' patch distances
+    # real-defect calibration of the image score (edgead's addition, docs/mixed.md): "auto" = with the prior
+    # and >= calibration_min_defects real defects, refit the classifier's linear layer after training on the
+    # real defects vs the held-out normal images (class-balanced L2 logistic regression); "none": keep the
+    # classifier trained on the stream
+    "calibration": "auto",
+    "calibration_min_defects": 5,
+    "calibration_c": 0.1,         # inverse L2 strength on standardised inputs (scikit-learn's C)
     "image_size": [224, 224],
     "mean": "auto",               # auto: what the weights expect (edgead.models.backbones.default_normalization)
     "std": "auto",
@@ -106,6 +114,7 @@ DEFAULTS: Dict[str, Any] = {
     "seed": 0,
 }
 
+CALIBRATIONS = ("auto", "none")
 _ARCH_KEYS = ("backbone", "layers", "head_channels", "blur_sigma", "normal_prior")
 NORMAL_PRIORS = ("none", "knn")
 PRIOR_GAIN = 4.0        # initial weight of the normalised prior distance in both heads' logits
@@ -414,6 +423,11 @@ class MixedNet(nn.Module):
         return F.conv2d(image, self.blur, padding=1, groups=3) if self.use_blur else image
 
     def logits(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        seg, parts = self.heads(image)
+        return seg, self.cls(parts)[:, 0]
+
+    def heads(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """image -> (segmentation logits (B,1,h,w), the classifier's input (B, D))."""
         x = self.smooth(image)
         if self.backbone_frozen:
             with torch.no_grad():
@@ -446,7 +460,7 @@ class MixedNet(nn.Module):
         else:
             deep = feats[self._deep]
             parts = [deep.mean(dim=(2, 3)), h.mean(dim=(2, 3)), h.amax(dim=(2, 3))] + seg_pool
-        return seg, self.cls(torch.cat(parts, dim=1))[:, 0]
+        return seg, torch.cat(parts, dim=1)
 
     def forward(self, image: torch.Tensor):
         H, W = image.shape[-2], image.shape[-1]
@@ -476,6 +490,55 @@ def _find_weights(backbone: str, weights: Any) -> Any:
                 return cand
     raise ValueError("weights: 'auto' found no MobileNetV2 weights ($EDGEAD_MOBILENET_WEIGHTS or "
                      f"../shared/weights/{SHARED_MOBILENET}); pass weights=PATH (CLI --weights) or 'imagenet'")
+
+
+def balanced_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 100, tol: float = 1e-10):
+    """Class-balanced L2-regularised logistic regression (scikit-learn's objective with
+    class_weight="balanced", intercept not penalised): minimise 0.5 |w|^2 + c * sum_i s_i log(1 + exp(-t_i
+    (x_i.w + b))), t_i = +-1, s_i = n / (2 n_class(i)). Newton's method with step halving (a handful of
+    inputs). Returns (w (D,), b)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"balanced_logistic: expected x (N, D) and y (N,), got {x.shape} and {y.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("balanced_logistic: x has non-finite values")
+    n_pos = int((y == 1).sum())
+    n_neg = int((y == 0).sum())
+    if n_pos + n_neg != len(y) or n_pos == 0 or n_neg == 0:
+        raise ValueError(f"balanced_logistic: y must hold both labels 0 and 1 only, got {n_neg} zeros and {n_pos} ones of {len(y)}")
+    n, d = x.shape
+    xa = np.concatenate([x, np.ones((n, 1))], axis=1)
+    t = np.where(y == 1, 1.0, -1.0)
+    s = np.where(y == 1, n / (2.0 * n_pos), n / (2.0 * n_neg)) * float(c)
+    reg = np.ones(d + 1)
+    reg[-1] = 0.0  # the intercept is not penalised
+
+    def objective(theta):
+        z = t * (xa @ theta)
+        return 0.5 * float((reg * theta * theta).sum()) + float((s * np.logaddexp(0.0, -z)).sum())
+
+    theta = np.zeros(d + 1)
+    f = objective(theta)
+    for _ in range(max_iter):
+        z = xa @ theta
+        p = 1.0 / (1.0 + np.exp(-z))
+        g = reg * theta + xa.T @ (s * (p - (t > 0)))
+        h = np.diag(reg) + (xa * (s * p * (1.0 - p))[:, None]).T @ xa + 1e-12 * np.eye(d + 1)
+        step = np.linalg.solve(h, g)
+        a = 1.0
+        while a > 1e-8:
+            cand = theta - a * step
+            fc = objective(cand)
+            if fc <= f:
+                break
+            a *= 0.5
+        else:
+            break
+        theta, f_old, f = cand, f, fc
+        if f_old - f <= tol * max(1.0, abs(f)):
+            break
+    return theta[:-1], float(theta[-1])
 
 
 def _check_prob(cfg, key):
@@ -515,8 +578,13 @@ class MixedSupervision(AnomalyModel):
             cfg["normal_prior"] = "none"
         if cfg["normal_prior"] not in NORMAL_PRIORS:
             raise ValueError(f"config 'normal_prior': expected one of {NORMAL_PRIORS}, got {cfg['normal_prior']!r}")
-        for k in ("prior_bank_size", "prior_candidates"):
+        for k in ("prior_bank_size", "prior_candidates", "calibration_min_defects"):
             _check_pos_int(cfg, k)
+        if cfg["calibration"] not in CALIBRATIONS:
+            raise ValueError(f"config 'calibration': expected one of {CALIBRATIONS}, got {cfg['calibration']!r}")
+        v = cfg["calibration_c"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or float(v) <= 0:
+            raise ValueError(f"config 'calibration_c': expected a finite number > 0, got {v!r}")
         q = cfg["prior_quantile"]
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < float(q) <= 1.0:
             raise ValueError(f"config 'prior_quantile': expected a number in (0, 1], got {q!r}")
@@ -696,6 +764,59 @@ class MixedSupervision(AnomalyModel):
                   flush=True)
         return info
 
+    # --- real-defect calibration of the image score -------------------------------------------------
+    @torch.no_grad()
+    def _classifier_inputs(self, imgs: List[np.ndarray], device) -> np.ndarray:
+        self.net.eval()
+        out = [self.net.heads(self._normalise(imgs[i : i + 16]).to(device))[1].cpu().double().numpy()
+               for i in range(0, len(imgs), 16)]
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def _calibrate(self, defects, held_out: List[np.ndarray], normals: List[np.ndarray], device,
+                   progress: bool) -> Dict[str, Any]:
+        """Refit the classifier's linear layer on the real defects (every one once, resized, not augmented;
+        weak labels included) vs the held-out normal images (training images when there are none): inputs
+        standardised with the normal images' mean and std, class-balanced L2 logistic regression
+        (`calibration_c`), the standardisation folded into the layer (the exported graph is unchanged)."""
+        cfg = self.config
+        info: Dict[str, Any] = {"applied": False, "mode": cfg["calibration"], "n_real_defects": len(defects)}
+        if cfg["calibration"] == "none":
+            info["reason"] = "calibration: none"
+            return info
+        if self.net.normal_prior != "knn":
+            info["reason"] = "needs normal_prior: knn (without it the classifier input is the high-dimensional pooled features)"
+            return info
+        need = int(cfg["calibration_min_defects"])
+        if len(defects) < need:
+            info["reason"] = f"{len(defects)} real defects < calibration_min_defects {need}"
+            return info
+        neg = held_out
+        if not neg:
+            warnings.warn("mixed calibration: no validation images; calibrating against the training images, "
+                          "whose prior distances are biased low (their patches built the bank)")
+            neg = normals
+        xn = self._classifier_inputs(neg, device)
+        xd = self._classifier_inputs([d[0] for d in defects], device)
+        mu = xn.mean(axis=0)
+        sd = xn.std(axis=0)
+        sd = np.where(sd > 1e-12, sd, 1.0)
+        x = (np.concatenate([xn, xd]) - mu) / sd
+        y = np.r_[np.zeros(len(xn), int), np.ones(len(xd), int)]
+        w, b = balanced_logistic(x, y, float(cfg["calibration_c"]))
+        old_w = self.net.cls.weight.detach().cpu().double().numpy()[0].tolist()
+        old_b = float(self.net.cls.bias.detach().cpu())
+        wf, bf = w / sd, b - float((w * mu / sd).sum())
+        self.net.cls.weight.copy_(torch.as_tensor(wf, dtype=self.net.cls.weight.dtype)[None])
+        self.net.cls.bias.fill_(bf)
+        info.update(applied=True, n_normal=len(xn), normals_from="validation" if held_out else "training",
+                    standardised_weights=[round(float(v), 6) for v in w], weight=[float(v) for v in wf], bias=bf,
+                    trained_weight=old_w, trained_bias=old_b)
+        if progress:
+            print(f"edgead mixed: image score calibrated on {len(xd)} real defects vs {len(xn)} {info['normals_from']} "
+                  f"normal images (standardised weights {np.round(w, 3).tolist()})", flush=True)
+        return info
+
     # --- the training stream ------------------------------------------------------------------------
     def _sample(self, normals, defects, rng, names, probs):
         """One training sample: (uint8 image, mask bool or None, label, has_mask, kind)."""
@@ -830,7 +951,10 @@ class MixedSupervision(AnomalyModel):
         self.net.eval()
         if self.net.normal_prior == "knn":
             self.net.share_prior_backbone = self.net.backbones_equal()
+        calib = self._calibrate(defects, [v[0] for v in vset if v[4] == "normal" and v[2] == 0], normals, device,
+                                progress)
         return {"mixed": {
+            "calibration": calib,
             "normal_prior": cfg["normal_prior"], "prior": prior_info, "backbone_frozen": frozen,
             "epochs_run": len(history), "early_stopped_at": stopped, "best_val_loss": None if best_state is None else best,
             "steps_per_epoch": spe, "n_normal": len(normals), "n_val_images": len(val_paths),
