@@ -699,3 +699,22 @@ def test_calibration_config_validation(tiny_data):
                      ({"calibration_min_defects": 0}, "calibration_min_defects")):
         with pytest.raises(ValueError, match=key):
             MixedSupervision(_cfg(w, **bad))
+
+
+@pytest.mark.parametrize("name", ["mixed", "mixed_resnet18", "mixed_prior"])
+def test_mixed_recipes_load_and_build(name, tiny_data):
+    """The shipped recipes are valid configs; mixed_prior is the measured prior + calibration setup."""
+    from edgead.cli import _recipe_path
+    from edgead.models.mixed import MixedSupervision
+    from edgead.pipeline import load_recipe
+
+    _, _, w = tiny_data
+    recipe = load_recipe(_recipe_path(name), {"weights": w})
+    assert recipe["model"] == "mixed"
+    cfg = MixedSupervision(recipe["config"]).config
+    assert cfg["calibration"] == "auto" and cfg["calibration_min_defects"] == 5
+    if name == "mixed_prior":
+        assert cfg["normal_prior"] == "knn" and cfg["backbone_lr_scale"] == 0
+        assert (cfg["epochs"], cfg["steps_per_epoch"], cfg["t0_epochs"], cfg["patience"]) == (8, 50, 8, 3)
+    else:
+        assert cfg["normal_prior"] == "none" and cfg["backbone_lr_scale"] == 0.1  # the paper's model

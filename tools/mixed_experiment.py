@@ -195,8 +195,9 @@ def _subset_metrics(ev, dtype):
 
 
 def prior_only(args, split, name):
-    """For a run with normal_prior knn: image AUROC and FPR at 95 % recall of its prior alone (max of the
-    normalised nearest-neighbour distance map, no learned head) on the test part; cached per bank."""
+    """For a run with normal_prior knn: image AUROC and FPR at 95 % recall of its prior alone (max, and
+    mean_*: mean, of the normalised nearest-neighbour distance map, no learned head) on the test part;
+    cached per bank."""
     import hashlib
 
     import torch
@@ -213,20 +214,27 @@ def prior_only(args, split, name):
     key = hashlib.sha1(np.ascontiguousarray(a.tensors["net.prior_bank"]).tobytes()
                        + np.ascontiguousarray(a.tensors["net.prior_scale"]).tobytes()).hexdigest()[:16]
     cache = os.path.join(args.out, f"prior_only_{key}.json")
+    if os.path.isfile(cache):
+        with open(cache) as f:
+            if "mean_image_auroc" not in json.load(f):  # cached before the mean was added
+                os.remove(cache)
     if not os.path.isfile(cache):
         model = load_model(art)
         net, pre = model.net, model.preprocessing()
         root = split["test_root"]
         items = [(os.path.join(root, "test", "good", f), 0) for f in sorted(os.listdir(os.path.join(root, "test", "good")))]
         items += [(p, 1) for _, p, _ in split["test_part"]]
-        s = []
+        s, sm = [], []
         with torch.no_grad():
             for i in range(0, len(items), 16):
                 x = torch.from_numpy(pre.batch([read_image(p) for p, _ in items[i : i + 16]]))
-                s += (net.prior_distance(net.prior_embed(net.smooth(x))) / net.prior_scale).amax(dim=1).tolist()
+                d = net.prior_distance(net.prior_embed(net.smooth(x))) / net.prior_scale
+                s += d.amax(dim=1).tolist()
+                sm += d.mean(dim=1).tolist()
         y = np.array([lab for _, lab in items])
-        s = np.array(s)
-        res = {"image_auroc": metrics.auroc(s, y), "fpr_at_95_recall": metrics.fpr_at_recall(s, y, 0.95)[0]}
+        s, sm = np.array(s), np.array(sm)
+        res = {"image_auroc": metrics.auroc(s, y), "fpr_at_95_recall": metrics.fpr_at_recall(s, y, 0.95)[0],
+               "mean_image_auroc": metrics.auroc(sm, y), "mean_fpr_at_95_recall": metrics.fpr_at_recall(sm, y, 0.95)[0]}
         with open(cache, "w") as f:
             json.dump(res, f)
     with open(cache) as f:
@@ -248,10 +256,13 @@ def report(args, split):
         per = {t: _subset_metrics(ev, t) for t in types}
         if name != "patchcore":
             info["prior_only"] = prior_only(args, split, name)
+            with open(os.path.join(args.out, f"art_{name}", "edgead.json")) as f:
+                info["calibration"] = json.load(f).get("statistics", {}).get("mixed", {}).get("calibration")
         rows.append({"run": name, "image_auroc": m["image_auroc"], "pixel_auroc": m.get("pixel_auroc"),
                      "aupro": m.get("aupro"), "fpr_at_95_recall": m["image_fpr_at_recall"], "per_type": per, **info})
     lines = ["| run | real defects | image AUROC | pixel AUROC | AUPRO@0.3 | FPR @ 95 % recall | "
-             + f"{split['unseen']}: image AUROC / FPR@95 | train s | prior alone: image AUROC / FPR@95 |", "|---" * 9 + "|"]
+             + f"{split['unseen']}: image AUROC / FPR@95 | train s | calibrated | prior max alone: image AUROC / FPR@95 "
+             + "| prior mean alone |", "|---" * 11 + "|"]
     for r in rows:
         nd = "PatchCore" if r["run"] == "patchcore" else str(len(r.get("defects", [])))
         if r.get("init"):
@@ -263,7 +274,10 @@ def report(args, split):
         a, fp, _ = r["per_type"][split["unseen"]]
         lines.append(f"| {r['run']} | {nd} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['aupro']:.3f} | "
                      f"{r['fpr_at_95_recall']:.3f} | {a:.3f} / {fp:.3f} | {r['train_seconds']:.0f} | "
-                     + (f"{po['image_auroc']:.3f} / {po['fpr_at_95_recall']:.3f} |" if (po := r.get("prior_only")) else " |"))
+                     + ("yes" if (r.get("calibration") or {}).get("applied") else "no" if r["run"] != "patchcore" else "")
+                     + " | " + (f"{po['image_auroc']:.3f} / {po['fpr_at_95_recall']:.3f} | "
+                                f"{po['mean_image_auroc']:.3f} / {po['mean_fpr_at_95_recall']:.3f} |"
+                                if (po := r.get("prior_only")) else " | |"))
     lines += ["", "Per defect type (test/good + that type): image AUROC / FPR at 95 % recall", "",
               "| run | " + " | ".join(f"{t} (n={rows[0]['per_type'][t][2]})" for t in types) + " |" if rows else "",
               "|---" * (len(types) + 1) + "|"]
