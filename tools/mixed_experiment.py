@@ -197,7 +197,7 @@ def _subset_metrics(ev, dtype):
 def prior_only(args, split, name):
     """For a run with normal_prior knn: image AUROC and FPR at 95 % recall of its prior alone (max, and
     mean_*: mean, of the normalised nearest-neighbour distance map, no learned head) on the test part;
-    cached per bank."""
+    for the PatchCore run the same two statistics of its own patch-distance grid; cached per bank."""
     import hashlib
 
     import torch
@@ -208,11 +208,16 @@ def prior_only(args, split, name):
     from edgead.models import load_model
 
     art = os.path.join(args.out, f"art_{name}")
-    a = load_artifact(art)
-    if a.config.get("normal_prior", "none") != "knn":
+    if not os.path.isdir(art):
         return None
-    key = hashlib.sha1(np.ascontiguousarray(a.tensors["net.prior_bank"]).tobytes()
-                       + np.ascontiguousarray(a.tensors["net.prior_scale"]).tobytes()).hexdigest()[:16]
+    a = load_artifact(art)
+    if a.model_type == "patchcore":
+        key_tensors = [a.tensors[k] for k in sorted(a.tensors)]
+    elif a.config.get("normal_prior", "none") == "knn":
+        key_tensors = [a.tensors["net.prior_bank"], a.tensors["net.prior_scale"]]
+    else:
+        return None
+    key = hashlib.sha1(b"".join(np.ascontiguousarray(t).tobytes() for t in key_tensors)).hexdigest()[:16]
     cache = os.path.join(args.out, f"prior_only_{key}.json")
     if os.path.isfile(cache):
         with open(cache) as f:
@@ -220,7 +225,15 @@ def prior_only(args, split, name):
                 os.remove(cache)
     if not os.path.isfile(cache):
         model = load_model(art)
-        net, pre = model.net, model.preprocessing()
+        pre = model.preprocessing()
+        if a.model_type == "patchcore":
+            def distance(x):
+                return model.patch_scores(x)[1]
+        else:
+            net = model.net
+
+            def distance(x):
+                return net.prior_distance(net.prior_embed(net.smooth(x))) / net.prior_scale
         root = split["test_root"]
         items = [(os.path.join(root, "test", "good", f), 0) for f in sorted(os.listdir(os.path.join(root, "test", "good")))]
         items += [(p, 1) for _, p, _ in split["test_part"]]
@@ -228,7 +241,7 @@ def prior_only(args, split, name):
         with torch.no_grad():
             for i in range(0, len(items), 16):
                 x = torch.from_numpy(pre.batch([read_image(p) for p, _ in items[i : i + 16]]))
-                d = net.prior_distance(net.prior_embed(net.smooth(x))) / net.prior_scale
+                d = distance(x)
                 s += d.amax(dim=1).tolist()
                 sm += d.mean(dim=1).tolist()
         y = np.array([lab for _, lab in items])
@@ -254,8 +267,8 @@ def report(args, split):
         with open(os.path.join(ev, "run.json")) as f:
             info = json.load(f)
         per = {t: _subset_metrics(ev, t) for t in types}
+        info["prior_only"] = prior_only(args, split, name)
         if name != "patchcore":
-            info["prior_only"] = prior_only(args, split, name)
             with open(os.path.join(args.out, f"art_{name}", "edgead.json")) as f:
                 info["calibration"] = json.load(f).get("statistics", {}).get("mixed", {}).get("calibration")
         rows.append({"run": name, "image_auroc": m["image_auroc"], "pixel_auroc": m.get("pixel_auroc"),
