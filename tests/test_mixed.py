@@ -718,3 +718,25 @@ def test_mixed_recipes_load_and_build(name, tiny_data):
         assert (cfg["epochs"], cfg["steps_per_epoch"], cfg["t0_epochs"], cfg["patience"]) == (8, 50, 8, 3)
     else:
         assert cfg["normal_prior"] == "none" and cfg["backbone_lr_scale"] == 0.1  # the paper's model
+
+
+def test_init_with_new_defects_recalibrates(trained_prior, tiny_data):
+    """Growth path: --init an artifact and give defects; with lr 0 the heads stay the artifact's and only
+    the classifier is refitted (here against the training images: no validation split, with a warning)."""
+    from edgead.artifact import load_artifact
+    from edgead.data.datasets import Sample
+    from edgead.models.mixed import MixedSupervision
+
+    cat, dd, w = tiny_data
+    train = [Sample(os.path.join(cat, "train", "good", f"{i:03d}.png"), 0, "good") for i in range(6)]
+    model = MixedSupervision(_prior_cfg(w, init=trained_prior, defects=dd, lr=0.0, lr_min=0.0, epochs=1,
+                                        steps_per_epoch=1))
+    with pytest.warns(UserWarning, match="calibrating against the training images"):
+        st = model.fit(train, None, progress=False)["mixed"]["calibration"]
+    assert st["applied"] and st["normals_from"] == "training" and st["n_normal"] == 6 and st["n_real_defects"] == 6
+    ref = load_artifact(trained_prior).tensors
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point and not k.startswith("net.cls."):
+            assert np.allclose(v.numpy(), ref[k], atol=1e-6), k
+    np.testing.assert_allclose(model.net.cls.weight.detach().numpy()[0], st["weight"], rtol=1e-6)
+    assert not np.allclose(model.net.cls.weight.detach().numpy(), ref["net.cls.weight"])
