@@ -26,6 +26,10 @@ two 3x3 convs -> 1x1 conv: segmentation logits (B,1,H/8,W/8) -> bilinear to (H,W
 classifier: linear layer over [avg-pooled deepest features, avg- and max-pooled head features, max and
 mean of the segmentation logits] -> sigmoid: "score". Post-processing: edgead.runtime.post_mixed.
 
+Real-defect calibration (``calibration: auto``, edgead's addition, docs/mixed.md): with the normality prior
+and >= ``calibration_min_defects`` real defects, the classifier's linear layer is refitted after training on
+the real defects vs the held-out normal images (:func:`balanced_logistic`); the graph is unchanged.
+
 Real defects (``defects`` / ``--defects DIR``), see :func:`load_real_defects`: an MVTec-layout folder
 (``DIR/test/<type>/*`` or ``DIR/<type>/*`` images, masks in ``DIR/ground_truth/<type>/<stem>_mask.png``) or a
 flat folder of images. An image without a mask file is a weak (image-level) label. Every file read is
