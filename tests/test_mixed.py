@@ -626,6 +626,16 @@ def test_balanced_logistic_input_errors():
         balanced_logistic(x, np.zeros(3, int), 1.0)
     with pytest.raises(ValueError, match="non-finite"):
         balanced_logistic(np.full((4, 2), np.nan), np.array([0, 1, 0, 1]), 1.0)
+    import warnings
+
+    with warnings.catch_warnings():  # a far outlier: no numpy warning, finite, equal to scikit-learn
+        warnings.simplefilter("error")
+        x = np.r_[np.zeros((5, 1)), np.full((5, 1), 1000.0), [[-1.0e6]]]
+        w, b = balanced_logistic(x, np.r_[[0] * 5, [1] * 6], 100.0)
+    assert np.isfinite(w).all() and np.isfinite(b)
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    ref = sklearn.LogisticRegression(C=100.0, class_weight="balanced", tol=1e-12, max_iter=100_000).fit(x, np.r_[[0] * 5, [1] * 6])
+    assert w[0] == pytest.approx(ref.coef_[0, 0], rel=1e-4) and b == pytest.approx(ref.intercept_[0], rel=1e-4)
 
 
 def test_calibration_refits_the_classifier_on_the_real_defects(trained_prior, tiny_data):

@@ -526,7 +526,7 @@ def balanced_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 10
     f = objective(theta)
     for _ in range(max_iter):
         z = xa @ theta
-        p = 1.0 / (1.0 + np.exp(-z))
+        p = np.exp(-np.logaddexp(0.0, -z))  # sigmoid without overflow for large |z|
         g = reg * theta + xa.T @ (s * (p - (t > 0)))
         h = np.diag(reg) + (xa * (s * p * (1.0 - p))[:, None]).T @ xa + 1e-12 * np.eye(d + 1)
         step = np.linalg.solve(h, g)
