@@ -617,7 +617,12 @@ class MixedSupervision(AnomalyModel):
             cfg["mean"] = list(mean) if cfg["mean"] == "auto" else cfg["mean"]
             cfg["std"] = list(std) if cfg["std"] == "auto" else cfg["std"]
         super().__init__(cfg)
-        self.net = MixedNet(cfg["backbone"], cfg["layers"], cfg["head_channels"], cfg["blur_sigma"], cfg["normal_prior"])
+        # the heads' initial weights come from `seed` (not from whatever the global RNG holds), so a fit is
+        # reproducible; the global RNG is left as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(cfg["seed"]))
+            self.net = MixedNet(cfg["backbone"], cfg["layers"], cfg["head_channels"], cfg["blur_sigma"],
+                                cfg["normal_prior"])
 
     # --- helpers ----------------------------------------------------------------------------------
     def preprocessing(self):
