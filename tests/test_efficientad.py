@@ -292,3 +292,21 @@ def test_detects_an_easy_synthetic_defect():
     good, _ = model.predict(textures(6, seed=5))
     bad, maps = model.predict(textures(6, seed=6, defect=True))
     assert float(bad.min()) > float(good.max())
+
+
+def test_initial_weights_follow_the_seed_not_the_global_rng():
+    """Building the model draws its initial weights from config['seed'] under a forked RNG: the same seed
+    gives the same weights whatever the global RNG holds, another seed other weights, and the global RNG
+    is left untouched."""
+    def build(seed, noise):
+        torch.manual_seed(noise)
+        m = EfficientAD(tiny_config(seed=seed))
+        after = torch.rand(1)
+        torch.manual_seed(noise)
+        assert torch.equal(after, torch.rand(1))
+        return m.state_dict()
+
+    a, b, c = build(0, 1), build(0, 2), build(3, 1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    k = next(k for k in sorted(a) if k.startswith("student") and k.endswith("weight"))
+    assert not torch.equal(a[k], c[k])

@@ -338,9 +338,13 @@ class EfficientAD(AnomalyModel):
         super().__init__(cfg)
         c = int(cfg["out_channels"])
         self.out_channels = c
-        self.teacher = build_pdn(cfg["size"], c)
-        self.student = build_pdn(cfg["size"], 2 * c)
-        self.autoencoder = AutoEncoder(c, isz)
+        # initial weights from `seed` (not from whatever the global RNG holds): a fit is reproducible; the
+        # global RNG is left as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(cfg["seed"]))
+            self.teacher = build_pdn(cfg["size"], c)
+            self.student = build_pdn(cfg["size"], 2 * c)
+            self.autoencoder = AutoEncoder(c, isz)
         self.register_buffer("teacher_mean", torch.zeros(1, c, 1, 1))
         self.register_buffer("teacher_std", torch.ones(1, c, 1, 1))
         self.register_buffer("q_st", torch.tensor([0.0, 0.1]))  # identity normalisation until fit
