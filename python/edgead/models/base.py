@@ -10,10 +10,20 @@ and `predict()` must equal export_module() + that post-processing within float t
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int):
+    """Build modules inside this block so their initial weights come from `seed`, not from whatever the
+    global torch RNG holds (a fit is then reproducible); the global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
 
 
 class AnomalyModel(nn.Module):

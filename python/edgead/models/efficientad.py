@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgead.models.base import AnomalyModel
+from edgead.models.base import AnomalyModel, seeded_init
 
 __all__ = [
     "PDN_SIZES",
@@ -338,10 +338,7 @@ class EfficientAD(AnomalyModel):
         super().__init__(cfg)
         c = int(cfg["out_channels"])
         self.out_channels = c
-        # initial weights from `seed` (not from whatever the global RNG holds): a fit is reproducible; the
-        # global RNG is left as it was
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(cfg["seed"]))
+        with seeded_init(cfg["seed"]):  # initial weights from `seed`: a fit is reproducible
             self.teacher = build_pdn(cfg["size"], c)
             self.student = build_pdn(cfg["size"], 2 * c)
             self.autoencoder = AutoEncoder(c, isz)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgead.models.base import AnomalyModel
+from edgead.models.base import AnomalyModel, seeded_init
 from edgead.models import masks as M
 
 DEFAULTS: Dict[str, Any] = {
@@ -334,8 +334,7 @@ class FADeR(AnomalyModel):
         super().__init__(cfg)
         self._validate()
         c = self.config
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(c["seed"]))
+        with seeded_init(c["seed"]):
             self.unet = UNet(int(c["channels"]), c["widths"], float(c["negative_slope"]))
             self.mlp = TokenMLP(int(c["channels"]), int(c["mosaic_scale"]), int(c["mlp_hidden"]), float(c["negative_slope"])) if c["fader"] else None
         self._mask_fn = mask_fn if mask_fn is not None else c.get("mask_artifact")

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgead.models.base import AnomalyModel
+from edgead.models.base import AnomalyModel, seeded_init
 
 __all__ = [
     "MixedSupervision",
@@ -617,10 +617,7 @@ class MixedSupervision(AnomalyModel):
             cfg["mean"] = list(mean) if cfg["mean"] == "auto" else cfg["mean"]
             cfg["std"] = list(std) if cfg["std"] == "auto" else cfg["std"]
         super().__init__(cfg)
-        # the heads' initial weights come from `seed` (not from whatever the global RNG holds), so a fit is
-        # reproducible; the global RNG is left as it was
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(cfg["seed"]))
+        with seeded_init(cfg["seed"]):  # the heads' initial weights from `seed`: a fit is reproducible
             self.net = MixedNet(cfg["backbone"], cfg["layers"], cfg["head_channels"], cfg["blur_sigma"],
                                 cfg["normal_prior"])
 
