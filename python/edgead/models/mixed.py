@@ -704,11 +704,16 @@ class MixedSupervision(AnomalyModel):
         self.net.share_prior_backbone = self.net.backbones_equal() if self.net.normal_prior == "knn" else False
 
     # --- the normality prior ------------------------------------------------------------------------
+    def _batches(self, imgs: List[np.ndarray], device):
+        """Yield `imgs` (uint8 at the model size) normalised on `device`, 16 images at a time."""
+        for i in range(0, len(imgs), 16):
+            yield self._normalise(imgs[i : i + 16]).to(device)
+
     @torch.no_grad()
     def _prior_batches(self, imgs: List[np.ndarray], device):
         """Yield the prior embeddings (b, N, C) of `imgs`, 16 images at a time (never all at once)."""
-        for i in range(0, len(imgs), 16):
-            yield self.net.prior_embed(self.net.smooth(self._normalise(imgs[i : i + 16]).to(device)))
+        for x in self._batches(imgs, device):
+            yield self.net.prior_embed(self.net.smooth(x))
 
     def _prior_embeddings(self, imgs: List[np.ndarray], device) -> torch.Tensor:
         return torch.cat(list(self._prior_batches(imgs, device)))  # (B, N, C)
@@ -774,9 +779,7 @@ class MixedSupervision(AnomalyModel):
     @torch.no_grad()
     def _classifier_inputs(self, imgs: List[np.ndarray], device) -> np.ndarray:
         self.net.eval()
-        out = [self.net.heads(self._normalise(imgs[i : i + 16]).to(device))[1].cpu().double().numpy()
-               for i in range(0, len(imgs), 16)]
-        return np.concatenate(out)
+        return np.concatenate([self.net.heads(x)[1].cpu().double().numpy() for x in self._batches(imgs, device)])
 
     @torch.no_grad()
     def _calibrate(self, defects, held_out: List[np.ndarray], normals: List[np.ndarray], device,
