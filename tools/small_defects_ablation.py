@@ -80,6 +80,7 @@ def fit(a):
 def evaluate(a):
     from edgead import metrics
     from edgead.data.datasets import load_mask, open_dataset
+    from edgead.runtime.post_patchcore import anomaly_maps
 
     zs = [dict(np.load(os.path.join(a.out, n + ".npz"))) for n in a.names]
     z = zs[0]
@@ -90,10 +91,7 @@ def evaluate(a):
     ih, iw = (int(v) for v in z["image_size"])
     maps = []
     for g, (h, w) in zip(z["grids"], z["shapes"]):
-        m = cv2.resize(g.astype(np.float32), (iw, ih), interpolation=cv2.INTER_LINEAR)
-        if a.sigma > 0:
-            k = 2 * int(np.ceil(4 * a.sigma)) + 1
-            m = cv2.GaussianBlur(m, (k, k), a.sigma, borderType=cv2.BORDER_REFLECT_101)
+        m = anomaly_maps(g[None], (ih, iw), a.sigma)[0]  # the deployed PatchCore post-processing
         maps.append(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR))
     if a.score == "reweighted":
         if len(zs) > 1:
