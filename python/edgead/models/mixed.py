@@ -904,10 +904,11 @@ class MixedSupervision(AnomalyModel):
             vset.append((out, mask, 1, True, name))
         if not vset:
             warnings.warn("mixed: no validation images, so no early stopping; the last state is kept")
+        held_out = [v[0] for v in vset if v[4] == "normal" and v[2] == 0]  # the clean validation images
         self.net.to(device)
         prior_info = None
         if self.net.normal_prior == "knn" and not cfg.get("init"):  # --init keeps the artifact's bank and scale
-            prior_info = self._fit_prior(normals, [v[0] for v in vset if v[4] == "normal" and v[2] == 0], device, progress)
+            prior_info = self._fit_prior(normals, held_out, device, progress)
         bb = [p for p in self.net.backbone.parameters()]
         bb_ids = {id(p) for p in bb}
         heads = [p for p in self.net.parameters() if id(p) not in bb_ids and p.requires_grad]
@@ -960,8 +961,7 @@ class MixedSupervision(AnomalyModel):
         self.net.eval()
         if self.net.normal_prior == "knn":
             self.net.share_prior_backbone = self.net.backbones_equal()
-        calib = self._calibrate(defects, [v[0] for v in vset if v[4] == "normal" and v[2] == 0], normals, device,
-                                progress)
+        calib = self._calibrate(defects, held_out, normals, device, progress)
         return {"mixed": {
             "calibration": calib,
             "normal_prior": cfg["normal_prior"], "prior": prior_info, "backbone_frozen": frozen,
