@@ -14,7 +14,16 @@ each independent of compute-sanitizer's own report:
     python tools/probe_memcheck_leak.py control|edgead [bank_rows]
 bank_rows (default 1048576 = 256 MiB, far above edgead's 64 MiB scratch-pool reserve, so a leaked bank
 shows in the free-memory delta); under compute-sanitizer pass a small one (3000).
-Prints one line per measurement and 'probe: leaked_mib=<x>' at the end; exit 0 unless a refcount grew.
+Prints one line per measurement and 'probe: leaked_mib=<x>' at the end; exit 0 unless a refcount grew
+(then it prints who holds the new references).
+
+Answer (H100 / H200, 2026-11-26, bench/results/gpu-h100-80gb-hbm3-2026-11-26.md): run plainly, no
+reference count grows and the 256 MiB bank is returned (free memory differs by edgead's scratch-pool
+reserve and loaded modules only). Under memcheck with host backtraces (the default), the new references
+are Python *frames* (knn, empty_like_device, the caller): compute-sanitizer keeps the frames of every
+recorded host backtrace alive, and with them their locals. With --show-backtrace device the counts stay
+put and tools/gpu_sanitize.py reports 0 leaks with CuPy and with torch. The records are the sanitizer's,
+not an edgead leak.
 """
 import gc
 import sys
@@ -46,6 +55,17 @@ def main():
     if MODE == "control":
         s = float((dq.sum() + db.sum()).get())
         print("control: cupy-only sum", s)
+        # Does CuPy hand a dead array's memory back? The pointer's attributes after `del` say (type 0 =
+        # unregistered: freed; 2 = still device memory).
+        ptr = db.data.ptr
+        print("control: bank pointer type while alive:", xp.cuda.runtime.pointerGetAttributes(ptr).type)
+        del db
+        gc.collect()
+        xp.cuda.runtime.deviceSynchronize()
+        try:
+            print("control: bank pointer type after del:", xp.cuda.runtime.pointerGetAttributes(ptr).type)
+        except Exception as e:  # noqa: BLE001 - a freed pointer may also raise
+            print("control: bank pointer after del raises", type(e).__name__, e)
         return grew
     from edgead import ops
 
@@ -56,6 +76,11 @@ def main():
         print(f"{name}: refcounts before {before} after {after}")
         if after != before:
             grew.append(name)
+            for a, n0, n1 in zip(arrays, before, after):
+                if n1 != n0:  # who holds the new references (frames: which function)
+                    refs = [type(r).__name__ + (f":{r.f_code.co_name}@{r.f_code.co_filename.rsplit('/', 1)[-1]}"
+                                                if hasattr(r, "f_code") else "") for r in gc.get_referrers(a)]
+                    print(f"    referrers of a {a.shape} array: {refs}")
         return out
 
     import os
