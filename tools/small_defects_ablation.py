@@ -7,6 +7,8 @@ post-processing variants (blur sigma, image score, two-model ensembles) per defe
     # score cached grids: image AUROC, pixel AUROC, AUPRO@0.3 on the whole test split and per defect type
     python tools/small_defects_ablation.py eval --out /tmp/sd base [--sigma 4] [--score reweighted|max|topk]
     python tools/small_defects_ablation.py eval --out /tmp/sd base l34      # mean of the median-scaled grids
+    # intra-image region statistics added to a fit's bank distances, then eval base_self1 ... --score max
+    python tools/small_defects_ablation.py selfscore --out /tmp/sd --weights W base [--q 0.5] [--lam 0.3 1 -1]
 
 Maps are made as the Detector makes them (grid -> bilinear to `image_size`, Gaussian blur there, bilinear
 to the image's own size); masks through edgead.data.datasets.load_mask at their own size. The ensemble scales each
@@ -25,13 +27,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "python"))
 
 
-def fit(a):
+def _build(a):
+    """The capped-default PatchCore of the docs (not fitted), its recipe, and the sorted train/test samples."""
     import torch
-    import torch.nn as nn
 
     from edgead import pipeline
     from edgead.data.datasets import open_dataset
-    from edgead.data.io import read_image
     from edgead.models import get_model_class
     from edgead.models.backbones import default_normalization
 
@@ -50,6 +51,31 @@ def fit(a):
     train = sorted(ds.train_samples(), key=lambda s: s.path)
     test = sorted(ds.test_samples(), key=lambda s: s.path)
     model = get_model_class("patchcore")(recipe["config"])
+    return model, recipe, train, test
+
+
+def _embed(model, samples):
+    """PatchCore patch embeddings (B, N, D) of `samples`, 16 images at a time, as float16."""
+    import torch
+
+    from edgead.data.io import read_image
+
+    pre = model.preprocessing()
+    out = []
+    for i in range(0, len(samples), 16):
+        with torch.no_grad():
+            e = model.embedder(torch.from_numpy(pre.batch([read_image(s.path) for s in samples[i:i + 16]])).float())
+        out.append(e.numpy().astype(np.float16))
+    return np.concatenate(out)
+
+
+def fit(a):
+    import torch
+    import torch.nn as nn
+
+    from edgead.data.io import read_image
+
+    model, recipe, train, test = _build(a)
     if a.patch_size != 3:  # PatchCore's neighbourhood size p (paper: 3), zero-padded average as the default
         model.embedder.pool = nn.AvgPool2d(a.patch_size, stride=1, padding=a.patch_size // 2)
     c0 = time.process_time()
@@ -117,6 +143,40 @@ def evaluate(a):
     print(json.dumps(out), flush=True)
 
 
+def selfscore(a):
+    """Region-statistics screen (fifth session): each patch's `q`-quantile L2 distance to the other patches
+    of its own image (an intra-image deviation score, median by default: a patch of a band that differs
+    from the rest of its image is far from at least half of the image), standardised by the same score on
+    120 seeded train/good images, added to the cached fit's bank distances (scaled by their median over the
+    test images) with weight `lam`; lam < 0 = the self score alone. Writes <base>_self<lam>.npz for `eval`."""
+    z = dict(np.load(os.path.join(a.out, a.base + ".npz")))
+    a.set, a.data = [], str(z["data"])
+    model, _, train, test = _build(a)
+    model.eval()
+    if [s.path for s in test] != [str(p) for p in z["paths"]]:
+        raise SystemExit(f"selfscore: the test images of {a.data} are not those of {a.base}")
+    rng = np.random.default_rng(0)
+    ref = [train[i] for i in sorted(rng.choice(len(train), min(120, len(train)), replace=False))]
+
+    def scores(emb):
+        out = []
+        for x in emb.astype(np.float32):
+            sq = (x * x).sum(1)
+            out.append(np.quantile(np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * x @ x.T, 0)), a.q, axis=1))
+        return np.stack(out)
+
+    gh, gw = z["grids"].shape[1:]
+    s_test = scores(_embed(model, test)).reshape(-1, gh, gw)
+    s_ref = scores(_embed(model, ref))
+    zs = (s_test - s_ref.mean()) / s_ref.std()
+    d = z["grids"] / np.median(z["grids"])
+    for lam in a.lam:
+        g = zs if lam < 0 else d + lam * np.maximum(zs, 0)
+        name = f"{a.base}_self{lam:g}"
+        np.savez(os.path.join(a.out, name + ".npz"), **{**z, "grids": g.astype(np.float32)})
+        print(json.dumps({"wrote": name, "q": a.q, "lam": lam}), flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -132,8 +192,14 @@ def main(argv=None):
     e.add_argument("names", nargs="+")
     e.add_argument("--sigma", type=float, default=4.0)
     e.add_argument("--score", choices=["reweighted", "max", "topk"], default="reweighted")
+    r = sub.add_parser("selfscore")
+    r.add_argument("--out", required=True)
+    r.add_argument("--weights", required=True)
+    r.add_argument("base", help="a fit's name under --out (its bank distances and test images)")
+    r.add_argument("--q", type=float, default=0.5)
+    r.add_argument("--lam", type=float, nargs="+", default=[0.3, 1.0, -1.0])
     a = p.parse_args(argv)
-    fit(a) if a.cmd == "fit" else evaluate(a)
+    {"fit": fit, "eval": evaluate, "selfscore": selfscore}[a.cmd](a)
 
 
 if __name__ == "__main__":
