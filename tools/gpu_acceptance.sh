@@ -161,11 +161,11 @@ if [ "$MODE" = quick ]; then
       for tool in memcheck racecheck synccheck initcheck; do
         extra=()
         # memcheck: --show-backtrace device. A host backtrace includes Python frames, and compute-sanitizer
-        # keeps every frame it recorded at an allocation alive, with the arrays in its locals: with host
-        # backtraces every array the workload made is still allocated at exit and listed as a leak (runs 1-3,
-        # and the H100 run of 2026-11-26: 98 records with CuPy and with torch; 0 with device backtraces only,
-        # input reference counts unchanged: tools/probe_memcheck_leak.py). To see where a real leak was
-        # allocated, rerun that one by hand with --show-backtrace yes and ignore the records of live frames.
+        # keeps every frame it recorded at an allocation alive, with the arrays in its locals, so every array
+        # the workload made was still allocated at exit and listed as a leak (H200 runs 1-3: 69-98 records
+        # with CuPy; H100, 2026-11-26: 98 with CuPy and 98 with torch). Device backtraces only (H200, same
+        # day): 0 records with either, reference counts unchanged (tools/probe_memcheck_leak.py). To see where
+        # a real leak was allocated, rerun it by hand with --show-backtrace yes and ignore live frames' arrays.
         [ "$tool" = memcheck ] && extra=(--leak-check full --show-backtrace device)
         # initcheck: knn's GEMM path in fp32 only (it cannot see cuBLAS's fp16 stores on Hopper: run 2/3 notes)
         [ "$tool" = initcheck ] && export GPU_SANITIZE_GEMM_DTYPES=float32 || export GPU_SANITIZE_GEMM_DTYPES=float32,float16

@@ -5,8 +5,8 @@ memcheck / racecheck / synccheck / initcheck runs stay short. Uses CuPy when imp
 under the sanitizer than torch's CUDA initialisation), else torch. Exit 0 when every call behaved;
 sanitizer findings are reported by compute-sanitizer itself (--error-exitcode).
 
-memcheck runs with --leak-check full (and --show-backtrace device, see below), which reports every device/pinned allocation still held when the
-CUDA context is torn down at exit. CuPy's (and torch's) caching allocators keep freed blocks cached until
+memcheck runs with --leak-check full (and --show-backtrace device: tools/gpu_acceptance.sh says why),
+which reports every device/pinned allocation still held when the CUDA context is torn down at exit. CuPy's (and torch's) caching allocators keep freed blocks cached until
 the process ends, so the first GPU run (H200, 2026-11-26) counted 69 "leaks", all CuPy pool blocks
 (cudaMalloc 61, cudaHostAlloc 8), none from edgead. The workload therefore runs inside main() so that
 every array is dropped when it returns; then the device is synchronised, gc.collect() breaks cycles

@@ -7,9 +7,9 @@ each independent of compute-sanitizer's own report:
   - reference counts of the input CuPy arrays before and after each edgead op (a leaked reference
     shows as +1 per call);
   - device memory free (cudaMemGetInfo) before the workload and after it returned, with CuPy's pools
-    switched off, on 64 MiB inputs so that a leak is far above the driver's 2 MiB granularity;
-  - mode 'control' does the same allocations with CuPy alone (no edgead call), so that running both
-    modes under `compute-sanitizer --tool memcheck --leak-check full` separates the two causes.
+    switched off, on a large bank (bank_rows below) so that a leak is far above the driver's granularity;
+  - mode 'control' makes the same inputs with CuPy alone (no edgead call) and checks with
+    cudaPointerGetAttributes that a deleted array's memory is unregistered, so that running both modes under `compute-sanitizer --tool memcheck --leak-check full` separates the two causes.
 
     python tools/probe_memcheck_leak.py control|edgead [bank_rows]
 bank_rows (default 1048576 = 256 MiB, far above edgead's 64 MiB scratch-pool reserve, so a leaked bank
