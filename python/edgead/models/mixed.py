@@ -551,6 +551,14 @@ def _check_prob(cfg, key):
         raise ValueError(f"config '{key}': expected a probability in [0, 1], got {v!r}")
 
 
+def _check_finite_min(cfg, key, strict, hint=""):
+    """cfg[key] a finite number > 0 (strict) or >= 0; `hint` is added to the message after the bound."""
+    v = cfg[key]
+    if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v))
+            or (float(v) <= 0 if strict else float(v) < 0)):
+        raise ValueError(f"config '{key}': expected a finite number {'>' if strict else '>='} 0{hint}, got {v!r}")
+
+
 def _check_pos_int(cfg, key, allow_none=False):
     v = cfg[key]
     if v is None and allow_none:
@@ -586,15 +594,11 @@ class MixedSupervision(AnomalyModel):
             _check_pos_int(cfg, k)
         if cfg["calibration"] not in CALIBRATIONS:
             raise ValueError(f"config 'calibration': expected one of {CALIBRATIONS}, got {cfg['calibration']!r}")
-        v = cfg["calibration_c"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or float(v) <= 0:
-            raise ValueError(f"config 'calibration_c': expected a finite number > 0, got {v!r}")
+        _check_finite_min(cfg, "calibration_c", strict=True)
         q = cfg["prior_quantile"]
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < float(q) <= 1.0:
             raise ValueError(f"config 'prior_quantile': expected a number in (0, 1], got {q!r}")
-        v = cfg["backbone_lr_scale"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or float(v) < 0:
-            raise ValueError(f"config 'backbone_lr_scale': expected a finite number >= 0 (0: frozen), got {v!r}")
+        _check_finite_min(cfg, "backbone_lr_scale", strict=False, hint=" (0: frozen)")
         from edgead.models.backbones import default_normalization
 
         if cfg["backbone"] not in ("mobilenet_v2", "resnet18"):
